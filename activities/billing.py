@@ -1,0 +1,206 @@
+"""Activities of the billing-account workflow: set-up, invoicing, payment collection, notices, barring.
+Each is keyed by a business id (account, period, invoice, attempt, dunning step) and safe to retry."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlmodel import select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.invoice_charges import recurring_charges, usage_charges
+from activities.invoice_issuer import issue_invoice
+from activities.ledger import allocate_payments, balance
+from activities.order_records import record_event, utcnow
+from adapters.notify.email import EmailMessageSpec, NotificationUnavailable, SmtpNotifier
+from adapters.oss.port import OssClient, OssRejected, OssUnavailable
+from adapters.payments.port import GatewayUnavailable, PaymentGateway
+from config.settings import Settings
+from domain.billing_cycle import BillingPeriod, CycleSpec
+from domain.billing_profile import BillingProfile
+from domain.catalog import Catalog
+from domain.money import from_minor
+from domain.payments import ChargeRequest, parse_payment_method
+from domain.products import ProductStatus
+from persistence.db import session_scope
+from persistence.tables import BillingAccount, Customer, Invoice, Notification, Payment, Product
+from workflows.messages import AccountSetup, BalanceView, ChargeOutcome, IssuedInvoice
+
+
+class BillingActivities:
+    def __init__(self, settings: Settings, catalog: Catalog, profiles: dict[str, BillingProfile], gateway: PaymentGateway, oss: OssClient, notifier: SmtpNotifier) -> None:
+        self.settings = settings
+        self.db_url = settings.database_url
+        self.catalog = catalog
+        self.profiles = profiles
+        self.gateway = gateway
+        self.oss = oss
+        self.notifier = notifier
+
+    def _account(self, session, billing_account_id: str) -> BillingAccount:
+        account = session.get(BillingAccount, billing_account_id)
+        if account is None:
+            raise ApplicationError(f"billingAccount {billing_account_id} does not exist", type="UnknownBillingAccount", non_retryable=True)
+        return account
+
+    @activity.defn(name="load_account_setup")
+    def load_account_setup(self, billing_account_id: str) -> AccountSetup:
+        with session_scope(self.db_url) as session:
+            account = self._account(session, billing_account_id)
+            profile = self.profiles.get(account.billing_profile)
+            if profile is None:
+                raise ApplicationError(f"unknown billing profile {account.billing_profile!r}", type="UnknownBillingProfile", non_retryable=True)
+            customer = session.get(Customer, account.customer_id)
+            anchor = account.cycle_anchor or account.created_at
+            return AccountSetup(
+                profile=profile, cycle=profile.cycle_spec(account.bill_cycle_day, account.timezone, anchor),
+                customer_email=account.email or (customer.email if customer else None),
+            )
+
+    @activity.defn(name="issue_cycle_invoice")
+    def issue_cycle_invoice(self, billing_account_id: str, cycle: CycleSpec, period: BillingPeriod, payment_terms_s: float) -> IssuedInvoice | None:
+        """Closes the period: its usage and fees become one invoice with the next gapless number."""
+        with session_scope(self.db_url) as session:
+            account = self._account(session, billing_account_id)
+            products = list(session.exec(select(Product).where(Product.billing_account_id == billing_account_id)))
+            charges = recurring_charges(session, products, self.catalog, cycle, period)
+            charges += usage_charges(session, billing_account_id, self.catalog, {p.id: p for p in products}, period)
+            issued_at = utcnow()
+            invoice = issue_invoice(session, self.settings, account, period, charges, issued_at, issued_at + timedelta(seconds=payment_terms_s))
+            if invoice is None:
+                return None
+            record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="invoice.issued",
+                         message=f"Invoice {invoice.number} issued: {from_minor(invoice.gross_cents)} EUR due {invoice.due_at:%Y-%m-%d %H:%M} UTC",
+                         data={"invoiceId": invoice.id, "number": invoice.number})
+            return IssuedInvoice(invoice_id=invoice.id, number=invoice.number, gross_cents=invoice.gross_cents, issued_at=invoice.issued_at, due_at=invoice.due_at)
+
+    @activity.defn(name="send_invoice")
+    async def send_invoice(self, invoice_id: str) -> None:
+        with session_scope(self.db_url) as session:
+            invoice = session.get(Invoice, invoice_id)
+            account = self._account(session, invoice.billing_account_id)
+            customer = session.get(Customer, account.customer_id)
+            recipient = account.email or (customer.email if customer else None)
+            body = (f"Dear {customer.name if customer else 'customer'},\n\nyour invoice {invoice.number} over {from_minor(invoice.gross_cents)} EUR "
+                    f"is attached. It is due on {invoice.due_at:%Y-%m-%d}.\n\n{self.settings.seller_name}")
+            pdf = invoice.pdf or b""
+            number = invoice.number
+        if recipient:
+            await self._notify(f"invoice:{invoice_id}", invoice_id, account.id, recipient, f"Your invoice {number}", body, [(f"{number}.pdf", "application/pdf", pdf)])
+        with session_scope(self.db_url) as session:
+            invoice = session.get(Invoice, invoice_id)
+            if invoice.state == "new":
+                invoice.state = "sent"
+                session.add(invoice)
+
+    @activity.defn(name="charge_invoice")
+    async def charge_invoice(self, invoice_id: str, attempt: int) -> ChargeOutcome:
+        """Collects an invoice's open amount from the saved payment method; attempt n has its own idempotency key."""
+        with session_scope(self.db_url) as session:
+            invoice = session.get(Invoice, invoice_id)
+            account = self._account(session, invoice.billing_account_id)
+            open_cents = invoice.gross_cents - invoice.paid_cents
+            method = account.payment_method
+        if open_cents <= 0:
+            return ChargeOutcome(status="succeeded", message="nothing left to collect")
+        if not method:
+            return ChargeOutcome(status="no_payment_method", message="no payment method on file")
+        request = ChargeRequest(invoice_id=invoice_id, attempt=attempt, amount_minor=open_cents, account_id=account.id, payment_method=method,
+                                description=f"Invoice {invoice_id}")
+        try:
+            outcome = await self.gateway.charge(request)
+        except GatewayUnavailable as error:
+            # Unknown outcome: retrying the same attempt reuses the same idempotency key, so it cannot charge twice.
+            raise ApplicationError(f"payment gateway unavailable: {error}", type="GatewayUnavailable") from error
+        kind = parse_payment_method(method).kind
+        with session_scope(self.db_url) as session:
+            correlator = request.idempotency_key
+            payment = session.exec(select(Payment).where(Payment.correlator_id == correlator)).first()
+            if payment is None:
+                payment = Payment(id=correlator, correlator_id=correlator, billing_account_id=account.id, invoice_id=invoice_id,
+                                  amount_cents=open_cents, method=kind, status=outcome.status, attempt=attempt,
+                                  gateway_payment_id=outcome.gateway_payment_id, decline_code=outcome.decline_code, recorded_by="o2c", created_at=utcnow())
+            else:
+                payment.status, payment.decline_code = outcome.status, outcome.decline_code
+            session.add(payment)
+            message = (f"Payment of {from_minor(open_cents)} EUR for invoice {invoice.number} (attempt {attempt}): {outcome.status}"
+                       + (f", {outcome.decline_code} ({outcome.decline_class} decline)" if outcome.decline_code else ""))
+            record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind=f"payment.{outcome.status}", message=message,
+                         data={"invoiceId": invoice_id, "attempt": attempt, "paymentId": payment.id})
+        return ChargeOutcome(status=outcome.status, payment_id=payment.id, decline_code=outcome.decline_code, decline_class=outcome.decline_class, message=outcome.message)
+
+    @activity.defn(name="apply_payments")
+    def apply_payments(self, billing_account_id: str) -> BalanceView:
+        with session_scope(self.db_url) as session:
+            return allocate_payments(session, billing_account_id)
+
+    @activity.defn(name="read_balance")
+    def read_balance(self, billing_account_id: str) -> BalanceView:
+        with session_scope(self.db_url) as session:
+            return balance(session, billing_account_id)
+
+    @activity.defn(name="send_dunning_notice")
+    async def send_dunning_notice(self, billing_account_id: str, invoice_id: str, step_name: str) -> None:
+        with session_scope(self.db_url) as session:
+            account = self._account(session, billing_account_id)
+            customer = session.get(Customer, account.customer_id)
+            invoice = session.get(Invoice, invoice_id)
+            recipient = account.email or (customer.email if customer else None)
+            open_amount = from_minor(invoice.gross_cents - invoice.paid_cents)
+            subject = f"Payment reminder: invoice {invoice.number}"
+            body = (f"Dear {customer.name if customer else 'customer'},\n\nour records show {open_amount} EUR open on invoice {invoice.number}, "
+                    f"due {invoice.due_at:%Y-%m-%d}. Please pay it to avoid a restriction of your service.\n\n({step_name})\n{self.settings.seller_name}")
+            record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="dunning.reminder",
+                         message=f"Dunning step {step_name}: reminder for invoice {invoice.number} ({open_amount} EUR open)",
+                         data={"invoiceId": invoice_id, "step": step_name})
+        if recipient:
+            await self._notify(f"dunning:{invoice_id}:{step_name}", invoice_id, billing_account_id, recipient, subject, body, [])
+
+    @activity.defn(name="set_service_barring")
+    async def set_service_barring(self, billing_account_id: str, barring: str, reason_key: str) -> list[str]:
+        """Bars ("full"/"outgoing") or restores ("none") every live product of the account through the OSS."""
+        with session_scope(self.db_url) as session:
+            account = self._account(session, billing_account_id)
+            live = (ProductStatus.ACTIVE, ProductStatus.SUSPENDED)
+            products = list(session.exec(select(Product).where(Product.billing_account_id == billing_account_id, Product.status.in_(live))))
+        changed: list[str] = []
+        for product in products:
+            try:
+                ref = await self.oss.set_barring(external_id=f"bar:{reason_key}:{product.id}", msisdn=product.msisdn, barring=barring)
+            except OssUnavailable as error:
+                raise ApplicationError(f"OSS unavailable: {error}", type="OssUnavailable") from error
+            except OssRejected as error:
+                raise ApplicationError(f"OSS rejected barring: {error}", type="OssRejected", non_retryable=True) from error
+            if ref.state not in ("completed",):
+                raise ApplicationError(f"barring order {ref.id} is {ref.state}; retrying until completed", type="OssPending")
+            changed.append(product.msisdn)
+        target = ProductStatus.ACTIVE if barring == "none" else ProductStatus.SUSPENDED
+        with session_scope(self.db_url) as session:
+            for product in products:
+                row = session.get(Product, product.id)
+                if row.status != target:
+                    row.status, row.status_reason = target, None if target == ProductStatus.ACTIVE else "suspended for arrears"
+                    session.add(row)
+            verb = "restored" if barring == "none" else f"barred ({barring})"
+            record_event(session, customer_id=account.customer_id, billing_account_id=account.id,
+                         kind="service.restored" if barring == "none" else "service.suspended",
+                         message=f"Service {verb} through the OSS for {', '.join(changed) or 'no live products'}", data={"msisdns": changed, "key": reason_key})
+        return changed
+
+    @activity.defn(name="record_account_event")
+    def record_account_event(self, billing_account_id: str, kind: str, message: str) -> None:
+        with session_scope(self.db_url) as session:
+            account = self._account(session, billing_account_id)
+            record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind=kind, message=message)
+
+    async def _notify(self, key: str, invoice_id: str, billing_account_id: str, recipient: str, subject: str, body: str, attachments: list) -> None:
+        with session_scope(self.db_url) as session:
+            if session.get(Notification, key) is not None:
+                return
+        try:
+            message_id = await self.notifier.send(EmailMessageSpec(to=recipient, subject=subject, body_text=body, idempotency_key=key, attachments=attachments))
+        except NotificationUnavailable as error:
+            raise ApplicationError(f"SMTP unavailable: {error}", type="NotificationUnavailable") from error
+        with session_scope(self.db_url) as session:
+            if session.get(Notification, key) is None:
+                session.add(Notification(id=key, billing_account_id=billing_account_id, recipient=recipient, subject=subject, message_id=message_id, sent_at=utcnow()))

@@ -1,0 +1,443 @@
+"""Render an invoice as a PDF (A4, German/English labels) from an already-computed invoice.
+
+The renderer never calculates money: every amount arrives finished from billing and is only
+formatted here. It does check that the totals it is asked to print agree with each other,
+because a legally binding document with inconsistent totals is worse than no document.
+"""
+from __future__ import annotations
+
+import unicodedata
+from datetime import date, datetime, time, timezone
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated, Any
+
+from fpdf import FPDF
+from fpdf.enums import Align, TableBordersLayout
+from fpdf.fonts import FontFace
+from pydantic import BaseModel, BeforeValidator, field_validator, model_validator
+
+__all__ = [
+    "InvoicePdfData",
+    "PdfLine",
+    "PdfParty",
+    "PdfVat",
+    "format_eur",
+    "format_quantity",
+    "format_rate",
+    "render_invoice_pdf",
+]
+
+
+# --------------------------------------------------------------------------- input models
+
+
+def _reject_float(value: Any) -> Any:
+    # A float has already lost the cents by the time it reaches us; refuse it instead of
+    # printing a silently rounded amount on a legal document.
+    if isinstance(value, float):
+        raise ValueError("money and quantities must be Decimal, int or str, never float")
+    return value
+
+
+Dec = Annotated[Decimal, BeforeValidator(_reject_float)]
+
+
+class PdfParty(BaseModel):
+    name: str
+    address_lines: list[str]
+    vat_id: str | None = None
+    tax_number: str | None = None
+
+
+class PdfLine(BaseModel):
+    line_no: int
+    description: str
+    quantity: Dec
+    unit: str
+    unit_price: Dec | None  # None for lines without a meaningful unit price (e.g. rated usage)
+    net_amount: Dec
+    vat_rate: Dec  # a percentage as in EN 16931 (19 means 19 %)
+    period: str | None = None
+
+    @field_validator("vat_rate")
+    @classmethod
+    def _rate_is_percent(cls, v: Decimal) -> Decimal:
+        return _check_percent(v)
+
+
+class PdfVat(BaseModel):
+    vat_category: str  # EN 16931 code: S, Z, E, AE, K, G, O
+    vat_rate: Dec  # percentage
+    taxable_amount: Dec
+    tax_amount: Dec
+
+    @field_validator("vat_rate")
+    @classmethod
+    def _rate_is_percent(cls, v: Decimal) -> Decimal:
+        return _check_percent(v)
+
+
+class InvoicePdfData(BaseModel):
+    invoice_number: str
+    issue_date: date
+    due_date: date
+    service_period: str  # e.g. "01.11.2026 – 30.11.2026"
+    seller: PdfParty
+    buyer: PdfParty
+    customer_number: str
+    billing_account_id: str
+    currency: str = "EUR"
+    lines: list[PdfLine]
+    vat_breakdown: list[PdfVat]
+    net_total: Dec
+    vat_total: Dec
+    gross_total: Dec
+    payment_note: str | None = None
+    document_title: str = "Rechnung / Invoice"
+
+    @model_validator(mode="after")
+    def _totals_agree(self) -> InvoicePdfData:
+        # The EN 16931 sum rules (BR-CO-10/-14/-15) for an invoice without document-level
+        # allowances or charges, which this document cannot show anyway.
+        line_sum = sum((ln.net_amount for ln in self.lines), Decimal(0))
+        vat_sum = sum((v.tax_amount for v in self.vat_breakdown), Decimal(0))
+        if line_sum != self.net_total:
+            raise ValueError(f"net_total {self.net_total} != sum of line net amounts {line_sum}")
+        if vat_sum != self.vat_total:
+            raise ValueError(f"vat_total {self.vat_total} != sum of VAT breakdown {vat_sum}")
+        if self.net_total + self.vat_total != self.gross_total:
+            raise ValueError(
+                f"gross_total {self.gross_total} != net_total + vat_total "
+                f"{self.net_total + self.vat_total}"
+            )
+        return self
+
+
+def _check_percent(v: Decimal) -> Decimal:
+    # 0.19 instead of 19 is the classic integration slip; no EU VAT rate lies strictly between
+    # 0 % and 1 %, so such a value is a fraction passed by mistake, not a real rate.
+    if v < 0 or v > 100 or (0 < v < 1):
+        raise ValueError(f"vat_rate is a percentage (19 for 19 %), got {v}")
+    return v
+
+
+# --------------------------------------------------------------------------- formatting
+
+_CURRENCY_SIGNS = {"EUR": "€"}
+
+
+def _german_number(value: Decimal, decimals: int) -> str:
+    q = value.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+    if q == 0:
+        q = abs(q)  # never print "-0,00"
+    english = f"{q:,.{decimals}f}"  # "1,234.56"
+    return english.replace(",", "\x00").replace(".", ",").replace("\x00", ".")
+
+
+def format_eur(value: Decimal, currency: str = "EUR", *, max_decimals: int = 2) -> str:
+    """German money format: "1.234,56 €". Shows more than two decimals only if
+    ``max_decimals`` allows it and the value really has them (per-minute unit prices)."""
+    exponent = value.normalize().as_tuple().exponent
+    significant = -exponent if isinstance(exponent, int) and exponent < 0 else 0
+    decimals = min(max(2, significant), max_decimals)
+    return f"{_german_number(value, decimals)} {_CURRENCY_SIGNS.get(currency, currency)}"
+
+
+def format_quantity(value: Decimal) -> str:
+    """Quantities without padding zeros: 1, 2,5, 1.500."""
+    exponent = value.normalize().as_tuple().exponent
+    decimals = -exponent if isinstance(exponent, int) and exponent < 0 else 0
+    return _german_number(value, decimals)
+
+
+def format_rate(value: Decimal) -> str:
+    return f"{format_quantity(value)} %"
+
+
+def format_date(value: date) -> str:
+    return value.strftime("%d.%m.%Y")
+
+
+_VAT_CATEGORY_LABELS = {
+    "S": "Normal-/ermäßigter Satz",
+    "Z": "Nullsatz",
+    "E": "Steuerbefreit",
+    "AE": "Reverse Charge",
+    "K": "Innergem. Lieferung",
+    "G": "Ausfuhr",
+    "O": "Nicht steuerbar",
+}
+
+
+# --------------------------------------------------------------------------- text fallback
+
+# Characters outside cp1252 (the WinAnsi encoding of the PDF core fonts) that have an
+# obvious ASCII stand-in. Anything else is decomposed (č -> c) or becomes "?".
+_FALLBACKS = {
+    "\u2212": "-",  # minus sign
+    "\u2010": "-",
+    "\u2011": "-",
+    "\u2012": "-",
+    "\u2015": "-",
+    "\u2009": " ",  # thin space
+    "\u202f": " ",  # narrow no-break space (used in some locales for grouping)
+    "\u2007": " ",
+    "\u200b": "",  # zero-width space
+    "\u2264": "<=",
+    "\u2265": ">=",
+    "\u2192": "->",
+    "\u2190": "<-",
+    "\u2248": "~",
+    "\u2032": "'",
+    "\u2033": '"',
+    "\t": " ",
+    # Letters with a stroke do not decompose under NFKD.
+    "\u0141": "L",
+    "\u0142": "l",
+    "\u0110": "D",
+    "\u0111": "d",
+    "\u0131": "i",
+}
+
+
+def to_core_font_text(text: str) -> str:
+    """Make text printable with a PDF core font (cp1252) without failing the whole render."""
+    out: list[str] = []
+    for ch in unicodedata.normalize("NFC", text):
+        try:
+            ch.encode("cp1252")
+            out.append(ch)
+            continue
+        except UnicodeEncodeError:
+            pass
+        if ch in _FALLBACKS:
+            out.append(_FALLBACKS[ch])
+            continue
+        base = "".join(
+            c
+            for c in unicodedata.normalize("NFKD", ch)
+            if not unicodedata.combining(c) and c.encode("cp1252", errors="ignore")
+        )
+        out.append(base or "?")
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- rendering
+
+_MARGIN = 20.0  # mm, DIN 5008 left margin
+_GREY = (110, 110, 110)
+_RULE = (200, 200, 200)
+_HEAD_FILL = (235, 238, 242)
+
+
+class _InvoicePdf(FPDF):
+    def __init__(self, data: InvoicePdfData) -> None:
+        super().__init__(orientation="P", unit="mm", format="A4")
+        self._data = data
+        # cp1252 puts €, „“ and – into the core fonts; Helvetica is used because no TTF ships
+        # with fpdf2 and embedding one would make the repo carry font files.
+        self.core_fonts_encoding = "cp1252"
+
+    def normalize_text(self, text: str) -> str:
+        # Every text path in fpdf2 goes through here, so one override covers cells, tables
+        # and the footer alike.
+        return super().normalize_text(to_core_font_text(text))
+
+    def footer(self) -> None:
+        seller = self._data.seller
+        parts = [seller.name, *seller.address_lines]
+        tax_ids = []
+        if seller.vat_id:
+            tax_ids.append(f"USt-IdNr.: {seller.vat_id}")
+        if seller.tax_number:
+            tax_ids.append(f"Steuernummer: {seller.tax_number}")
+        self.set_y(-17)
+        self.set_draw_color(*_RULE)
+        self.line(_MARGIN, self.get_y(), self.w - _MARGIN, self.get_y())
+        self.set_font("helvetica", "", 7)
+        self.set_text_color(*_GREY)
+        self.cell(0, 4, " · ".join(parts), new_x="LMARGIN", new_y="NEXT")
+        self.cell(self.epw * 0.65, 4, " · ".join(tax_ids))
+        self.cell(0, 4, f"{self._data.invoice_number} · Seite {self.page_no()}/{{nb}}", align=Align.R)
+        self.set_text_color(0, 0, 0)
+
+
+def render_invoice_pdf(data: InvoicePdfData) -> bytes:
+    """Render the invoice. The same ``data`` always gives byte-identical output."""
+    pdf = _InvoicePdf(data)
+    # Creation date and file /ID are the only time-dependent bytes; pin them to the invoice.
+    pdf.set_creation_date(datetime.combine(data.issue_date, time(0), tzinfo=timezone.utc))
+    pdf.set_title(f"{data.document_title} {data.invoice_number}")
+    pdf.set_author(data.seller.name)
+    pdf.set_subject(f"Invoice {data.invoice_number} for customer {data.customer_number}")
+    pdf.set_creator("o2c")
+    pdf.set_lang("de-DE")
+    pdf.set_margins(_MARGIN, 15, _MARGIN)
+    pdf.set_auto_page_break(auto=True, margin=25)
+    pdf.add_page()
+
+    _seller_block(pdf, data)
+    _buyer_block(pdf, data)
+    _info_block(pdf, data)
+    _title(pdf, data)
+    _lines_table(pdf, data)
+    _vat_table(pdf, data)
+    _totals(pdf, data)
+    _payment_note(pdf, data)
+    return bytes(pdf.output())
+
+
+def _seller_block(pdf: FPDF, data: InvoicePdfData) -> None:
+    pdf.set_xy(_MARGIN, 15)
+    pdf.set_font("helvetica", "B", 14)
+    pdf.cell(0, 7, data.seller.name, align=Align.R, new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("helvetica", "", 9)
+    pdf.set_text_color(*_GREY)
+    for line in data.seller.address_lines:
+        pdf.cell(0, 4.5, line, align=Align.R, new_x="LMARGIN", new_y="NEXT")
+    pdf.set_text_color(0, 0, 0)
+
+
+def _buyer_block(pdf: FPDF, data: InvoicePdfData) -> None:
+    # DIN 5008 form B: the address field of a window envelope starts 45 mm from the top.
+    pdf.set_xy(_MARGIN, 45)
+    pdf.set_font("helvetica", "U", 7)
+    pdf.set_text_color(*_GREY)
+    sender = ", ".join([data.seller.name, *data.seller.address_lines])
+    pdf.cell(85, 4, sender, new_x="LMARGIN", new_y="NEXT")
+    pdf.set_text_color(0, 0, 0)
+    pdf.set_y(pdf.get_y() + 2)
+    pdf.set_font("helvetica", "", 10)
+    for line in [data.buyer.name, *data.buyer.address_lines]:
+        pdf.cell(85, 5, line, new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("helvetica", "", 8)
+    if data.buyer.vat_id:
+        pdf.cell(85, 4, f"USt-IdNr.: {data.buyer.vat_id}", new_x="LMARGIN", new_y="NEXT")
+
+
+def _info_block(pdf: FPDF, data: InvoicePdfData) -> None:
+    rows = [
+        ("Rechnungsnr. / Invoice no.", data.invoice_number),
+        ("Rechnungsdatum / Date", format_date(data.issue_date)),
+        ("Leistungszeitraum / Period", data.service_period),
+        ("Kundennummer / Customer no.", data.customer_number),
+        ("Kundenkonto / Account", data.billing_account_id),
+        ("Fällig am / Due date", format_date(data.due_date)),
+    ]
+    x, y = 112.0, 50.0
+    for label, value in rows:
+        pdf.set_xy(x, y)
+        pdf.set_font("helvetica", "", 8)
+        pdf.set_text_color(*_GREY)
+        pdf.cell(42, 5, label)
+        pdf.set_text_color(0, 0, 0)
+        pdf.set_font("helvetica", "B" if label.startswith("Rechnungsnr") else "", 9)
+        pdf.cell(pdf.w - _MARGIN - x - 42, 5, value, align=Align.R)
+        y += 5.5
+
+
+def _title(pdf: FPDF, data: InvoicePdfData) -> None:
+    pdf.set_xy(_MARGIN, max(pdf.get_y(), 95.0))
+    pdf.set_font("helvetica", "B", 16)
+    pdf.cell(0, 9, f"{data.document_title} {data.invoice_number}", new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(3)
+
+
+_HEADINGS = FontFace(emphasis="B", size_pt=8, fill_color=_HEAD_FILL)
+
+
+def _lines_table(pdf: FPDF, data: InvoicePdfData) -> None:
+    pdf.set_font("helvetica", "", 8.5)
+    pdf.set_draw_color(*_RULE)
+    with pdf.table(
+        col_widths=(9, 65, 15, 14, 24, 13, 30),
+        text_align=("RIGHT", "LEFT", "RIGHT", "LEFT", "RIGHT", "RIGHT", "RIGHT"),
+        headings_style=_HEADINGS,
+        borders_layout=TableBordersLayout.HORIZONTAL_LINES,
+        line_height=4.5,
+        padding=(1.2, 1.5),
+        v_align="TOP",
+        width=pdf.epw,
+    ) as table:
+        table.row(
+            ("Pos.", "Beschreibung / Description", "Menge", "Einheit", "Einzelpreis", "USt", "Netto")
+        )
+        for ln in sorted(data.lines, key=lambda ln: ln.line_no):
+            description = ln.description if ln.period is None else f"{ln.description}\n{ln.period}"
+            unit_price = (
+                "" if ln.unit_price is None else format_eur(ln.unit_price, data.currency, max_decimals=4)
+            )
+            table.row(
+                (
+                    str(ln.line_no),
+                    description,
+                    format_quantity(ln.quantity),
+                    ln.unit,
+                    unit_price,
+                    format_rate(ln.vat_rate),
+                    format_eur(ln.net_amount, data.currency),
+                )
+            )
+    pdf.ln(4)
+
+
+def _vat_table(pdf: FPDF, data: InvoicePdfData) -> None:
+    pdf.set_font("helvetica", "", 8.5)
+    with pdf.table(
+        col_widths=(60, 20, 45, 45),
+        text_align=("LEFT", "RIGHT", "RIGHT", "RIGHT"),
+        headings_style=_HEADINGS,
+        borders_layout=TableBordersLayout.HORIZONTAL_LINES,
+        line_height=4.5,
+        padding=(1.2, 1.5),
+        width=pdf.epw,
+    ) as table:
+        table.row(("USt-Kategorie / VAT category", "Satz", "Bemessungsgrundlage", "USt-Betrag"))
+        for vat in sorted(data.vat_breakdown, key=lambda v: (v.vat_category, -v.vat_rate)):
+            label = _VAT_CATEGORY_LABELS.get(vat.vat_category)
+            table.row(
+                (
+                    f"{vat.vat_category} – {label}" if label else vat.vat_category,
+                    format_rate(vat.vat_rate),
+                    format_eur(vat.taxable_amount, data.currency),
+                    format_eur(vat.tax_amount, data.currency),
+                )
+            )
+    pdf.ln(4)
+
+
+def _totals(pdf: FPDF, data: InvoicePdfData) -> None:
+    rows = [
+        ("Nettobetrag / Net total", data.net_total, ""),
+        ("Umsatzsteuer / VAT", data.vat_total, ""),
+        ("Rechnungsbetrag / Total due", data.gross_total, "B"),
+    ]
+    label_w, value_w = 60.0, 35.0
+    row_h = 6.0
+    # Net, VAT and total belong together; never let a page break split them.
+    if pdf.will_page_break(row_h * len(rows)):
+        pdf.add_page()
+    x = pdf.w - _MARGIN - label_w - value_w
+    for label, amount, style in rows:
+        if style:
+            pdf.set_draw_color(0, 0, 0)
+            pdf.line(x, pdf.get_y(), pdf.w - _MARGIN, pdf.get_y())
+        pdf.set_x(x)
+        pdf.set_font("helvetica", style, 10 if style else 9)
+        pdf.cell(label_w, row_h, label)
+        pdf.cell(
+            value_w,
+            row_h,
+            format_eur(amount, data.currency),
+            align=Align.R,
+            new_x="LMARGIN",
+            new_y="NEXT",
+        )
+    pdf.ln(6)
+
+
+def _payment_note(pdf: FPDF, data: InvoicePdfData) -> None:
+    if not data.payment_note:
+        return
+    pdf.set_font("helvetica", "", 9)
+    pdf.multi_cell(0, 4.8, data.payment_note, align=Align.L)

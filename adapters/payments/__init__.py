@@ -1,0 +1,26 @@
+"""Payment gateway port and its adapters (Stripe, embedded sandbox)."""
+from adapters.payments.factory import build_gateway
+from adapters.payments.port import (
+    GatewayConfigError,
+    GatewayError,
+    GatewayRequestRejected,
+    GatewayUnavailable,
+    IdempotencyConflict,
+    PaymentGateway,
+    PaymentNotFound,
+)
+from adapters.payments.sandbox import SandboxGateway
+from adapters.payments.stripe_gateway import StripeGateway
+
+__all__ = [
+    "GatewayConfigError",
+    "GatewayError",
+    "GatewayRequestRejected",
+    "GatewayUnavailable",
+    "IdempotencyConflict",
+    "PaymentGateway",
+    "PaymentNotFound",
+    "SandboxGateway",
+    "StripeGateway",
+    "build_gateway",
+]

@@ -1,0 +1,49 @@
+"""One Settings object for every o2c process; values come from O2C_* environment variables."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# The development key is documented in the README; production sets O2C_API_KEYS.
+DEFAULT_DEV_API_KEYS = "dev-admin-key:admin,dev-crm-key:crm,dev-oss-key:oss,dev-support-key:support,dev-finance-key:finance"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="O2C_", extra="ignore")
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "o2c"
+    database_url: str = f"sqlite:///{REPO_ROOT / 'var' / 'o2c.db'}"
+    api_keys: str = DEFAULT_DEV_API_KEYS
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    # Where the OSS sends completion callbacks: o2c's own API.
+    public_base_url: str = "http://127.0.0.1:8000"
+    oss_base_url: str = "http://127.0.0.1:8100"
+    oss_sim_port: int = 8100
+    oss_callback_api_key: str = "dev-oss-key"
+    stripe_api_key: str | None = None
+    stripe_api_base: str | None = None
+    sepa_settle_delay_s: float = 5.0
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    mail_from: str = "billing@o2c.example"
+    catalog_path: Path = REPO_ROOT / "catalog" / "catalog.yaml"
+    var_dir: Path = REPO_ROOT / "var"
+    # How long an order waits for the OSS before polling it, and how long in total.
+    oss_callback_wait_s: float = 30.0
+    oss_total_timeout_s: float = 3600.0
+    seller_name: str = Field(default="o2c Telekom GmbH")
+    seller_address: str = "Musterstraße 1, 10115 Berlin, Deutschland"
+    seller_vat_id: str = "DE123456789"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

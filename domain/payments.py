@@ -1,0 +1,260 @@
+"""Payment vocabulary shared by dunning, the gateway adapters and the API.
+
+Pure: no I/O. Amounts are integer minor units (cents); never floats.
+
+Decline classification drives dunning. A *hard* decline means retrying the same payment method
+can never succeed (the card is lost, the account is closed, the mandate was revoked): dunning
+should stop retrying and ask the customer for a new method. A *soft* decline may succeed later
+(insufficient funds, issuer temporarily down): dunning retries on its schedule. *unknown* is
+anything we have not classified; dunning treats it like soft but bounded by its retry cap, so a
+new issuer code never makes us give up on recoverable revenue nor hammer a dead card forever.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DeclineClass = Literal["hard", "soft", "unknown"]
+PaymentStatus = Literal["succeeded", "processing", "requires_action", "declined", "canceled"]
+
+# Stripe's limit for Idempotency-Key; a longer key would be rejected by the gateway.
+MAX_IDEMPOTENCY_KEY_LEN = 255
+
+# Codes after which the same instrument will never be approved (Visa "category 1" style:
+# issuer will never approve). Card decline codes first, then SEPA/bank-debit failure codes,
+# then our own codes.
+HARD_DECLINE_CODES: frozenset[str] = frozenset(
+    {
+        # card is gone or not the cardholder's
+        "lost_card",
+        "stolen_card",
+        "pickup_card",
+        "fraudulent",
+        "merchant_blacklist",
+        "security_violation",
+        "restricted_card",
+        # card/account no longer exists or details are wrong: needs new details
+        "invalid_account",
+        "account_closed",
+        "no_account",
+        "incorrect_number",
+        "invalid_number",
+        "expired_card",
+        "invalid_expiry_month",
+        "invalid_expiry_year",
+        "incorrect_cvc",
+        "invalid_cvc",
+        "new_account_information_available",
+        # the instrument cannot do this kind of payment at all
+        "card_not_supported",
+        "currency_not_supported",
+        "transaction_not_allowed",
+        "not_permitted",
+        "service_not_allowed",
+        "invalid_amount",
+        # the cardholder told the issuer to stop paying us
+        "revocation_of_authorization",
+        "revocation_of_all_authorizations",
+        "stop_payment_order",
+        # a live card used against a test key, or vice versa: will never work
+        "testmode_decline",
+        # SEPA / bank debits: mandate or account problems
+        "debit_not_authorized",
+        "bank_account_restricted",
+        "bank_account_unusable",
+        "invalid_account_number",
+        "invalid_iban",
+        "account_frozen",
+        "mandate_revoked",
+        # ours: the gateway does not know this payment method
+        "invalid_payment_method",
+    }
+)
+
+# Codes that may clear on a later attempt with the same instrument.
+SOFT_DECLINE_CODES: frozenset[str] = frozenset(
+    {
+        "insufficient_funds",
+        "processing_error",
+        "try_again_later",
+        "generic_decline",
+        "issuer_not_available",
+        "reenter_transaction",
+        "approve_with_id",
+        "card_velocity_exceeded",
+        "withdrawal_count_limit_exceeded",
+        "duplicate_transaction",
+        "no_action_taken",
+        "call_issuer",
+        "pin_try_exceeded",
+        # Issuers use "do not honor" (ISO 8583 code 05) as a catch-all; networks allow limited
+        # retries on it. Calling it hard would abandon recoverable revenue; dunning's retry cap
+        # bounds the cost of being wrong.
+        "do_not_honor",
+        # The card is fine; the issuer wants the cardholder to authenticate (3DS). Retrying
+        # after the customer authenticates succeeds.
+        "authentication_required",
+        # SEPA: the debit bounced for reasons that can clear (AM04 insufficient funds etc.)
+        "generic_could_not_process",
+        "refer_to_customer",
+    }
+)
+
+
+def classify_decline(decline_code: str | None) -> DeclineClass:
+    """Hard/soft/unknown for a gateway decline code (Stripe's `decline_code`, or `code` when
+    Stripe sends no decline_code). Case and surrounding whitespace are ignored."""
+    if not decline_code:
+        return "unknown"
+    code = decline_code.strip().lower()
+    if code in HARD_DECLINE_CODES:
+        return "hard"
+    if code in SOFT_DECLINE_CODES:
+        return "soft"
+    return "unknown"
+
+
+class PaymentOutcome(BaseModel):
+    """What a gateway says about one charge. `declined` carries the code and its class;
+    `processing` (SEPA) is not final: ask the gateway again via `retrieve`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: PaymentStatus
+    gateway_payment_id: str | None
+    amount_minor: int = Field(strict=True)
+    currency: str
+    decline_code: str | None = None
+    decline_class: DeclineClass | None = None
+    message: str | None = None
+
+    @property
+    def is_final(self) -> bool:
+        """False while the money is still moving (`processing`) or the customer must act."""
+        return self.status in ("succeeded", "declined", "canceled")
+
+
+class ChargeRequest(BaseModel):
+    """One attempt to collect one invoice. `attempt` numbers dunning attempts: a new attempt
+    is a new charge (new idempotency key); retrying the *same* attempt after a timeout must
+    reuse the same request so the gateway replays instead of charging twice."""
+
+    model_config = ConfigDict(frozen=True)
+
+    invoice_id: str = Field(min_length=1)
+    attempt: int = Field(ge=1)
+    amount_minor: int = Field(gt=0, strict=True)  # strict: 23.0 (euros as float?) is refused, not coerced
+    currency: str = "EUR"
+    account_id: str = Field(min_length=1)
+    # Gateway reference for the instrument: a Stripe pm_... id or pm_card_* test alias, a test
+    # card number (sandbox/test mode), or "sepa:<IBAN>" / a bare IBAN / "sepa:pm_..." for SEPA.
+    payment_method: str = Field(min_length=1)
+    description: str = ""
+    # Optional extras for the Stripe adapter; the sandbox ignores them. A saved pm_ attached to
+    # a Stripe customer must be charged together with that customer; SEPA needs a payer email.
+    gateway_customer_id: str | None = None
+    payer_email: str | None = None
+
+    @field_validator("currency")
+    @classmethod
+    def _iso_currency(cls, v: str) -> str:
+        v = v.strip().upper()
+        if len(v) != 3 or not v.isalpha():
+            raise ValueError(f"currency must be a 3-letter ISO 4217 code, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _key_fits(self) -> ChargeRequest:
+        if len(self.idempotency_key) > MAX_IDEMPOTENCY_KEY_LEN:
+            raise ValueError("invoice_id too long for a gateway idempotency key")
+        return self
+
+    @property
+    def idempotency_key(self) -> str:
+        # Business-derived, never random: a retried activity (even in a new process) sends the
+        # same key, so the gateway replays the first result instead of charging again.
+        return f"o2c-charge-{self.invoice_id}-{self.attempt}"
+
+
+# --- payment method references ---------------------------------------------------------------
+
+PaymentMethodKind = Literal["card", "sepa_debit"]
+
+# Stripe's documented test card numbers and the server-side alias Stripe offers for each.
+# A test number is shorthand for its alias: adapters send the alias, so no card number (PAN)
+# ever leaves our process, and the sandbox and Stripe test mode agree on outcomes.
+TEST_CARD_ALIASES: dict[str, str] = {
+    "4242424242424242": "pm_card_visa",
+    "4000000000000002": "pm_card_chargeDeclined",
+    "4000000000009995": "pm_card_chargeDeclinedInsufficientFunds",
+    "4000000000009987": "pm_card_chargeDeclinedLostCard",
+    "4000000000009979": "pm_card_chargeDeclinedStolenCard",
+    "4000000000000069": "pm_card_chargeDeclinedExpiredCard",
+    "4000000000000127": "pm_card_chargeDeclinedIncorrectCvc",
+    "4000000000000119": "pm_card_chargeDeclinedProcessingError",
+    "4000000000000341": "pm_card_chargeCustomerFail",
+    "4000002500003155": "pm_card_authenticationRequiredOnSetup",
+    "4000002760003184": "pm_card_authenticationRequired",
+}
+
+_IBAN_RE = re.compile(r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$")
+_CARD_RE = re.compile(r"^[0-9]{12,19}$")
+
+
+class InvalidPaymentMethod(ValueError):
+    """The payment method reference can never be charged (e.g. a raw, non-test card number)."""
+
+
+@dataclass(frozen=True)
+class PaymentMethodRef:
+    """A parsed `ChargeRequest.payment_method`: exactly one of `payment_method_id` (a gateway
+    id or test alias) and `iban` is set."""
+
+    kind: PaymentMethodKind
+    payment_method_id: str | None = None
+    iban: str | None = None
+
+
+def _compact(s: str) -> str:
+    return re.sub(r"[\s-]", "", s)
+
+
+def iban_is_valid(iban: str) -> bool:
+    """ISO 13616 shape and mod-97 check digits, so a typo is caught before a debit bounces."""
+    if not _IBAN_RE.match(iban):
+        return False
+    rearranged = iban[4:] + iban[:4]
+    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+
+
+def parse_payment_method(raw: str) -> PaymentMethodRef:
+    """Read our payment-method reference convention.
+
+    - ``sepa:<IBAN>`` or a bare IBAN: SEPA debit from that account (spaces allowed);
+    - ``sepa:pm_...``: a saved SEPA payment method at the gateway (carries its mandate);
+    - a Stripe test card number: card, replaced by its Stripe alias (TEST_CARD_ALIASES);
+    - anything else (``pm_...``, ``pm_card_visa``): a card payment method id at the gateway.
+
+    Raises InvalidPaymentMethod for a raw card number that is not a test number: we never
+    handle real card numbers (that would pull the BSS into PCI scope)."""
+    value = raw.strip()
+    if value[:5].lower() == "sepa:":
+        rest = value[5:].strip()
+        if rest.startswith("pm_"):
+            return PaymentMethodRef(kind="sepa_debit", payment_method_id=rest)
+        iban = _compact(rest).upper()
+        if not iban_is_valid(iban):
+            raise InvalidPaymentMethod(f"not a valid IBAN: {rest!r}")
+        return PaymentMethodRef(kind="sepa_debit", iban=iban)
+    compact = _compact(value)
+    if iban_is_valid(compact.upper()):
+        return PaymentMethodRef(kind="sepa_debit", iban=compact.upper())
+    if _CARD_RE.match(compact):
+        alias = TEST_CARD_ALIASES.get(compact)
+        if alias is None:
+            raise InvalidPaymentMethod("raw card numbers are not accepted; use a gateway payment method id")
+        return PaymentMethodRef(kind="card", payment_method_id=alias)
+    return PaymentMethodRef(kind="card", payment_method_id=value)

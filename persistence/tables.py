@@ -1,0 +1,258 @@
+"""SQLModel tables. Money is stored as integer cents (invoices, payments) or micro-units (rated usage).
+Times are stored as UTC. Workflows never import this module (the sandbox would re-define the tables)."""
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import BigInteger, Column, JSON, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from persistence.types import UtcDateTime
+
+
+def _utc(**kwargs):
+    return Field(sa_type=UtcDateTime, **kwargs)
+
+
+class Customer(SQLModel, table=True):
+    id: str = Field(primary_key=True)
+    name: str = Field(index=True)
+    status: str = "approved"
+    email: str | None = None
+    phone: str | None = None
+    address: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    vat_id: str | None = None
+    created_at: datetime = _utc()
+
+
+class BillingAccount(SQLModel, table=True):
+    __tablename__ = "billing_account"
+    id: str = Field(primary_key=True)
+    customer_id: str = Field(foreign_key="customer.id", index=True)
+    name: str
+    state: str = "active"
+    timezone: str = "Europe/Berlin"
+    bill_cycle_day: int = 1
+    billing_profile: str = "standard"
+    currency: str = "EUR"
+    payment_method: str | None = None  # e.g. a card token / test card number or "sepa:IBAN"
+    email: str | None = None
+    # The first instant of billing for fixed-length (demo) cycles; monthly cycles are anchored on the BCD.
+    cycle_anchor: datetime | None = _utc(default=None, nullable=True)
+    created_at: datetime = _utc()
+
+
+class ProductOrder(SQLModel, table=True):
+    __tablename__ = "product_order"
+    id: str = Field(primary_key=True)
+    customer_id: str = Field(index=True)
+    billing_account_id: str = Field(index=True)
+    state: str = Field(index=True)
+    state_reason: str | None = None
+    idempotency_key: str | None = Field(default=None, unique=True)
+    request_hash: str | None = None
+    request: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    external_id: str | None = None
+    order_date: datetime = _utc()
+    completion_date: datetime | None = _utc(default=None, nullable=True)
+    cancellation_date: datetime | None = _utc(default=None, nullable=True)
+    cancellation_reason: str | None = None
+
+
+class ProductOrderItem(SQLModel, table=True):
+    __tablename__ = "product_order_item"
+    order_id: str = Field(foreign_key="product_order.id", primary_key=True)
+    item_id: str = Field(primary_key=True)
+    action: str
+    offering_id: str
+    state: str = "acknowledged"
+    msisdn: str | None = None
+    service_order_id: str | None = None
+    service_order_state: str | None = None
+    product_id: str | None = None
+
+
+class OrderStep(SQLModel, table=True):
+    """What the order workflow did, step by step, so staff can see where an order stands and why."""
+
+    __tablename__ = "order_step"
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: str = Field(index=True)
+    step: str
+    status: str  # started | done | failed | compensated
+    detail: str | None = None
+    at: datetime = _utc()
+
+
+class CancelProductOrder(SQLModel, table=True):
+    __tablename__ = "cancel_product_order"
+    id: str = Field(primary_key=True)
+    order_id: str = Field(index=True)
+    state: str = "acknowledged"  # acknowledged | inProgress | done | terminatedWithError
+    reason: str | None = None
+    requested_at: datetime = _utc()
+    effective_at: datetime | None = _utc(default=None, nullable=True)
+
+
+class MsisdnPoolEntry(SQLModel, table=True):
+    __tablename__ = "msisdn_pool"
+    msisdn: str = Field(primary_key=True)
+    status: str = Field(default="free", index=True)  # free | reserved | assigned
+    reserved_for: str | None = Field(default=None, index=True)  # business key: "<order id>/<item id>"
+    updated_at: datetime | None = _utc(default=None, nullable=True)
+
+
+class Product(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("order_id", "order_item_id", name="uq_product_order_item"),)
+    id: str = Field(primary_key=True)
+    customer_id: str = Field(index=True)
+    billing_account_id: str = Field(index=True)
+    offering_id: str
+    offering_version: str
+    catalog_version: str
+    name: str
+    msisdn: str | None = Field(default=None, index=True)
+    status: str = Field(index=True)
+    order_id: str
+    order_item_id: str
+    start_date: datetime | None = _utc(default=None, nullable=True)
+    termination_date: datetime | None = _utc(default=None, nullable=True)
+    billing_start: datetime | None = _utc(default=None, nullable=True)
+    status_reason: str | None = None
+
+
+class UsageRecord(SQLModel, table=True):
+    """A usage record accepted for rating (TMF635). The client's record id is the dedup key."""
+
+    __tablename__ = "usage_record"
+    id: str = Field(primary_key=True)
+    usage_type: str  # voice | sms | data
+    msisdn: str = Field(index=True)
+    product_id: str = Field(index=True)
+    billing_account_id: str = Field(index=True)
+    event_time: datetime = _utc(index=True)
+    quantity: int = Field(sa_type=BigInteger)  # seconds, messages or bytes
+    status: str = "rated"  # TMF635: received | guided | rated | rerated | billed
+    units: int = 0
+    allowance_units: int = 0
+    chargeable_units: int = 0
+    amount_micros: int = Field(default=0, sa_type=BigInteger)
+    catalog_version: str | None = None
+    period_start: datetime = _utc(index=True)
+    invoice_id: str | None = Field(default=None, index=True)
+    received_at: datetime = _utc()
+
+
+class RejectedUsage(SQLModel, table=True):
+    """Nothing accepted is lost: a record we could not rate is kept with its reason."""
+
+    __tablename__ = "rejected_usage"
+    id: int | None = Field(default=None, primary_key=True)
+    record_id: str | None = Field(default=None, index=True)
+    reason_code: str
+    reason: str
+    payload: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    received_at: datetime = _utc()
+
+
+class AllowanceCounter(SQLModel, table=True):
+    __tablename__ = "allowance_counter"
+    product_id: str = Field(primary_key=True)
+    period_start: datetime = _utc(primary_key=True)
+    voice_minutes: int = 0
+    sms: int = 0
+    data_mb: int = 0
+
+
+class InvoiceSequence(SQLModel, table=True):
+    """One row per number series; incremented in the same transaction as the invoice insert (gapless)."""
+
+    __tablename__ = "invoice_sequence"
+    series: str = Field(primary_key=True)
+    last_value: int = 0
+
+
+class Invoice(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("billing_account_id", "period_start", "kind", name="uq_invoice_account_period"),)
+    id: str = Field(primary_key=True)
+    number: str = Field(unique=True)
+    kind: str = "cycle"  # cycle | on_demand
+    billing_account_id: str = Field(index=True)
+    customer_id: str = Field(index=True)
+    state: str = Field(default="new", index=True)  # TMF678: new | onHold | validated | sent | partiallyPaid | settled
+    period_start: datetime = _utc()
+    period_end: datetime = _utc()
+    local_period_start: date
+    local_period_end: date
+    issued_at: datetime = _utc()
+    due_at: datetime = _utc()
+    currency: str = "EUR"
+    net_cents: int = Field(sa_type=BigInteger)
+    vat_cents: int = Field(sa_type=BigInteger)
+    gross_cents: int = Field(sa_type=BigInteger)
+    paid_cents: int = Field(default=0, sa_type=BigInteger)
+    lines: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    vat_breakdown: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    pdf: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+class BilledCharge(SQLModel, table=True):
+    """Marks a charge as invoiced, keyed by what it is ("recurring:<product>:<period start>", "activation:<product>"),
+    so a fee is never charged twice, whichever invoice picks it up."""
+
+    __tablename__ = "billed_charge"
+    key: str = Field(primary_key=True)
+    invoice_id: str = Field(index=True)
+
+
+class Payment(SQLModel, table=True):
+    id: str = Field(primary_key=True)
+    correlator_id: str = Field(unique=True)  # TMF676 natural idempotency key
+    billing_account_id: str = Field(index=True)
+    invoice_id: str | None = Field(default=None, index=True)
+    amount_cents: int = Field(sa_type=BigInteger)
+    currency: str = "EUR"
+    method: str  # card | sepa_debit | bank_transfer
+    status: str  # succeeded | processing | requires_action | declined | canceled
+    attempt: int = 0
+    gateway_payment_id: str | None = None
+    decline_code: str | None = None
+    description: str | None = None
+    recorded_by: str | None = None
+    allocated_cents: int = Field(default=0, sa_type=BigInteger)  # how much of a succeeded payment went to invoices
+    created_at: datetime = _utc()
+
+
+class PaymentAllocation(SQLModel, table=True):
+    """Which invoice a payment (or part of it) settled; payments go to open invoices oldest first."""
+
+    __tablename__ = "payment_allocation"
+    payment_id: str = Field(primary_key=True)
+    invoice_id: str = Field(primary_key=True)
+    amount_cents: int = Field(sa_type=BigInteger)
+    at: datetime = _utc()
+
+
+class Notification(SQLModel, table=True):
+    """Each notice is sent once: the business key is the primary key."""
+
+    id: str = Field(primary_key=True)
+    billing_account_id: str = Field(index=True)
+    channel: str = "email"
+    recipient: str
+    subject: str
+    message_id: str | None = None
+    sent_at: datetime = _utc()
+
+
+class BusinessEvent(SQLModel, table=True):
+    """The customer's story for support staff: what happened, when and why."""
+
+    __tablename__ = "business_event"
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: str | None = Field(default=None, index=True)
+    billing_account_id: str | None = Field(default=None, index=True)
+    kind: str
+    message: str
+    data: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    at: datetime = _utc(index=True)

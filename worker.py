@@ -1,0 +1,84 @@
+"""The o2c worker: hosts the order and billing-account workflows and their activities on one task queue."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.billing import BillingActivities
+from activities.orders import OrderActivities
+from adapters.notify.email import SmtpNotifier
+from adapters.oss.http_client import HttpOssClient
+from adapters.payments.factory import build_gateway
+from adapters.temporal.client import connect
+from config.catalog_loader import load_catalog
+from config.profiles import load_billing_profiles
+from config.settings import Settings, get_settings
+from persistence.db import migrate
+from workflows.billing_account import BillingAccountWorkflow
+from workflows.order import OrderWorkflow
+
+log = logging.getLogger("o2c.worker")
+
+WORKFLOWS = [OrderWorkflow, BillingAccountWorkflow]
+
+
+def activities_of(*holders: object) -> list:
+    """The bound @activity.defn methods of each holder object."""
+    found = []
+    for holder in holders:
+        for name in dir(type(holder)):
+            member = getattr(type(holder), name)
+            if callable(member) and hasattr(member, "__temporal_activity_definition"):
+                found.append(getattr(holder, name))
+    return found
+
+
+def build_activities(settings: Settings, profiles: dict | None = None) -> list:
+    catalog = load_catalog(settings.catalog_path)
+    oss = HttpOssClient(settings.oss_base_url, callback_url=f"{settings.public_base_url}/tmf-api/serviceOrdering/v4/listener/serviceOrderStateChangeEvent")
+    gateway = build_gateway(settings.stripe_api_key, settings.stripe_api_base, settings.sepa_settle_delay_s)
+    notifier = SmtpNotifier(settings.smtp_host, settings.smtp_port, settings.mail_from)
+    return activities_of(
+        OrderActivities(settings.database_url, catalog, oss, settings.task_queue),
+        BillingActivities(settings, catalog, profiles or load_billing_profiles(), gateway, oss, notifier),
+    )
+
+
+def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor, profiles: dict | None = None) -> Worker:
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=WORKFLOWS,
+        activities=build_activities(settings, profiles),
+        activity_executor=executor,
+        max_concurrent_activities=32,
+        # Let in-flight activities (an OSS call, a charge) finish on shutdown instead of being cancelled mid-way.
+        graceful_shutdown_timeout=timedelta(seconds=20),
+    )
+
+
+async def run_worker(settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    migrate(settings.database_url)
+    client = await connect(settings.temporal_address, settings.temporal_namespace)
+    with ThreadPoolExecutor(max_workers=32) as executor:
+        worker = build_worker(client, settings, executor)
+        log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
+        await worker.run()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        asyncio.run(run_worker())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

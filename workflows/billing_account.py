@@ -1,0 +1,209 @@
+"""BillingAccountWorkflow: one per billing account, for the account's whole life.
+
+It owns the bill cycle (anchored on the bill-cycle day, computed in the account's time zone) and,
+per closed period: invoice, send, collect. An unpaid invoice opens a dunning episode whose steps
+(reminder, payment retry, suspension) run from the same workflow, so retries and dunning can
+never drift apart. A payment arriving by any path settles the episode and restores the service.
+It continues-as-new after every closed cycle, carrying its state."""
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.billing import BillingActivities
+    from domain.billing_cycle import next_period, period_containing
+    from domain.dunning import DunningStep, dunning_level, mark_step_done, next_due_step, settle, start_episode, update_overdue
+    from domain.money import from_minor
+    from workflows.billing_state import AccountState
+    from workflows.messages import (
+        BILLING_ACCOUNT_WORKFLOW,
+        QUERY_ACCOUNT_SUMMARY,
+        QUERY_BALANCE,
+        QUERY_CURRENT_CYCLE,
+        QUERY_DUNNING_STATE,
+        SIGNAL_PAYMENT_RECEIVED,
+        SIGNAL_PRODUCT_ACTIVATED,
+        AccountSummary,
+        BalanceView,
+        BillingAccountInput,
+        ChargeOutcome,
+        CycleView,
+        DunningView,
+        PaymentReceived,
+        ProductActivated,
+    )
+
+DB_CALL = {"start_to_close_timeout": timedelta(seconds=60), "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1))}
+EXTERNAL_CALL = {
+    "start_to_close_timeout": timedelta(seconds=60),
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=5), non_retryable_error_types=["OssRejected", "UnknownBillingAccount"]),
+}
+
+
+@workflow.defn(name=BILLING_ACCOUNT_WORKFLOW)
+class BillingAccountWorkflow:
+    def __init__(self) -> None:
+        self.s: AccountState | None = None
+        # Signals can arrive before run() has loaded the account; they wait here.
+        self._new_products: list[ProductActivated] = []
+        self._payments: list[PaymentReceived] = []
+        self._woken = False
+
+    @workflow.signal(name=SIGNAL_PRODUCT_ACTIVATED)
+    def product_activated(self, event: ProductActivated) -> None:
+        self._new_products.append(event)
+        self._woken = True
+
+    @workflow.signal(name=SIGNAL_PAYMENT_RECEIVED)
+    def payment_received(self, payment: PaymentReceived) -> None:
+        self._payments.append(payment)
+        self._woken = True
+
+    @workflow.query(name=QUERY_ACCOUNT_SUMMARY)
+    def account_summary(self) -> AccountSummary | None:
+        if self.s is None:
+            return None
+        return AccountSummary(
+            billing_account_id=self.s.billing_account_id, cycle=self.current_cycle(), balance=from_minor(self.s.open_cents),
+            dunning=self.dunning_state(), products=[p.product_id for p in self.s.products], invoices_issued=self.s.invoices_issued,
+        )
+
+    @workflow.query(name=QUERY_CURRENT_CYCLE)
+    def current_cycle(self) -> CycleView | None:
+        if self.s is None:
+            return None
+        p = self.s.period
+        return CycleView(start=p.start, end=p.end, local_start=p.local_start.isoformat(), local_end=p.local_end.isoformat())
+
+    @workflow.query(name=QUERY_BALANCE)
+    def balance(self) -> BalanceView:
+        if self.s is None:
+            return BalanceView(open_cents=0, open_invoices=[])
+        return BalanceView(open_cents=self.s.open_cents, open_invoices=self.s.open_invoices)
+
+    @workflow.query(name=QUERY_DUNNING_STATE)
+    def dunning_state(self) -> DunningView:
+        if self.s is None:
+            return DunningView(level="none", suspended=False, paused=False, invoice_id=None, next_step=None, next_step_at=None)
+        upcoming = next_due_step(self.s.profile.dunning, self.s.dunning)
+        d = self.s.dunning
+        return DunningView(level=dunning_level(d), suspended=d.suspended, paused=d.paused, invoice_id=d.invoice_id,
+                           next_step=upcoming[0].name if upcoming else None, next_step_at=upcoming[1] if upcoming else None)
+
+    @workflow.run
+    async def run(self, inp: BillingAccountInput) -> None:
+        if inp.carried_state is not None:
+            self.s = AccountState.model_validate(inp.carried_state)
+        else:
+            setup = await workflow.execute_activity_method(BillingActivities.load_account_setup, inp.billing_account_id, **DB_CALL)
+            self.s = AccountState(
+                billing_account_id=inp.billing_account_id, customer_id=inp.customer_id, profile=setup.profile, cycle=setup.cycle,
+                period=period_containing(setup.cycle, workflow.now()), started_at=workflow.now(),
+            )
+        s = self.s
+        self._payments = s.pending_payments + self._payments
+        s.pending_payments = []
+        while True:
+            self._take_products()
+            if self._payments:
+                await self._apply_payments()
+            now = workflow.now()
+            if now >= s.period.end:
+                await self._close_cycle()
+                s.period = next_period(s.cycle, s.period)
+                s.cycles_closed += 1
+                break
+            due = next_due_step(s.profile.dunning, s.dunning)
+            if due is not None and due[1] <= now:
+                await self._run_step(due[0])
+                continue
+            wake_at = min(s.period.end, due[1]) if due else s.period.end
+            self._woken = False
+            try:
+                await workflow.wait_condition(lambda: self._woken, timeout=wake_at - now)
+            except asyncio.TimeoutError:
+                pass
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self._take_products()
+        s.pending_payments = list(self._payments)
+        workflow.continue_as_new(BillingAccountInput(billing_account_id=s.billing_account_id, customer_id=s.customer_id, carried_state=s.model_dump(mode="json")))
+
+    def _take_products(self) -> None:
+        known = {p.product_id for p in self.s.products}
+        for event in self._new_products:
+            if event.product_id not in known:
+                self.s.products.append(event)
+                known.add(event.product_id)
+        self._new_products = []
+
+    async def _close_cycle(self) -> None:
+        s = self.s
+        issued = await workflow.execute_activity_method(
+            BillingActivities.issue_cycle_invoice, args=[s.billing_account_id, s.cycle, s.period, s.profile.payment_terms.total_seconds()], **DB_CALL
+        )
+        if issued is None:
+            return
+        s.invoices_issued += 1
+        await workflow.execute_activity_method(BillingActivities.send_invoice, issued.invoice_id, **EXTERNAL_CALL)
+        await self._charge(issued.invoice_id)
+        await self._refresh_balance(await workflow.execute_activity_method(BillingActivities.apply_payments, s.billing_account_id, **DB_CALL))
+
+    async def _charge(self, invoice_id: str) -> ChargeOutcome:
+        s = self.s
+        attempt = s.charge_attempts.get(invoice_id, 0) + 1
+        s.charge_attempts[invoice_id] = attempt
+        outcome = await workflow.execute_activity_method(BillingActivities.charge_invoice, args=[invoice_id, attempt], **EXTERNAL_CALL)
+        if outcome.status == "declined" and outcome.decline_class == "hard":
+            s.hard_declined = True
+        elif outcome.status == "succeeded":
+            s.hard_declined = False
+        return outcome
+
+    async def _apply_payments(self) -> None:
+        self._payments = []
+        await self._refresh_balance(await workflow.execute_activity_method(BillingActivities.apply_payments, self.s.billing_account_id, **DB_CALL))
+
+    async def _refresh_balance(self, view: BalanceView) -> None:
+        """Keeps the dunning episode in line with what is actually open; settles it when its invoice is paid."""
+        s = self.s
+        s.open_cents, s.open_invoices = view.open_cents, view.open_invoices
+        open_ids = {i.invoice_id for i in view.open_invoices}
+        if s.dunning.in_episode and s.dunning.invoice_id not in open_ids:
+            s.dunning, restore = settle(s.dunning)
+            if restore:
+                await workflow.execute_activity_method(
+                    BillingActivities.set_service_barring, args=[s.billing_account_id, "none", f"restore:{workflow.now().isoformat()}"], **EXTERNAL_CALL
+                )
+        if not s.dunning.in_episode and view.open_invoices:
+            oldest = view.open_invoices[0]
+            s.dunning = start_episode(s.dunning, oldest.invoice_id, oldest.due_at, from_minor(max(view.open_cents, 0)))
+        elif s.dunning.in_episode:
+            s.dunning = update_overdue(s.dunning, from_minor(max(view.open_cents, 0)))
+
+    async def _run_step(self, step: DunningStep) -> None:
+        s = self.s
+        invoice_id = s.dunning.invoice_id
+        if step.action == "reminder":
+            await workflow.execute_activity_method(BillingActivities.send_dunning_notice, args=[s.billing_account_id, invoice_id, step.name], **EXTERNAL_CALL)
+        elif step.action == "retry_payment":
+            if s.hard_declined:
+                # A lost card or revoked mandate will not pay on retry; charging again only adds fees.
+                await workflow.execute_activity_method(
+                    BillingActivities.record_account_event, args=[s.billing_account_id, "dunning.retry_skipped", f"{step.name}: retry skipped after a hard decline"], **DB_CALL
+                )
+            else:
+                await self._charge(invoice_id)
+        elif step.action == "suspend":
+            await workflow.execute_activity_method(
+                BillingActivities.set_service_barring, args=[s.billing_account_id, "full", f"dunning:{invoice_id}:{step.name}"], **EXTERNAL_CALL
+            )
+        elif step.action == "terminate":
+            await workflow.execute_activity_method(
+                BillingActivities.record_account_event, args=[s.billing_account_id, "dunning.termination_due", f"{step.name}: contract termination is due; handed to staff"], **DB_CALL
+            )
+        s.dunning = mark_step_done(s.dunning, step)
+        await self._refresh_balance(await workflow.execute_activity_method(BillingActivities.apply_payments, s.billing_account_id, **DB_CALL))

@@ -1,0 +1,30 @@
+"""The state a billing-account workflow keeps and carries across continue-as-new."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from domain.billing_cycle import BillingPeriod, CycleSpec
+from domain.billing_profile import BillingProfile
+from domain.dunning import DunningState
+from workflows.messages import OpenInvoice, PaymentReceived, ProductActivated
+
+
+class AccountState(BaseModel):
+    billing_account_id: str
+    customer_id: str
+    profile: BillingProfile
+    cycle: CycleSpec
+    period: BillingPeriod
+    products: list[ProductActivated] = []
+    dunning: DunningState = DunningState()
+    open_cents: int = 0
+    open_invoices: list[OpenInvoice] = []
+    invoices_issued: int = 0
+    cycles_closed: int = 0
+    # Attempts made per invoice, so a retry after continue-as-new gets a new attempt number (and idempotency key).
+    charge_attempts: dict[str, int] = {}
+    hard_declined: bool = False
+    pending_payments: list[PaymentReceived] = []
+    started_at: datetime | None = None

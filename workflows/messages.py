@@ -1,0 +1,152 @@
+"""What crosses the workflow boundary: workflow ids, inputs, signals and query results.
+Pure pydantic, importable by the API and activities without importing workflow code."""
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from pydantic import BaseModel, Field
+
+from domain.billing_cycle import CycleSpec
+from domain.billing_profile import BillingProfile
+
+ORDER_WORKFLOW = "OrderWorkflow"
+BILLING_ACCOUNT_WORKFLOW = "BillingAccountWorkflow"
+
+# Signal and query names, shared by the workflows and their callers.
+SIGNAL_OSS_UPDATE = "oss_update"
+SIGNAL_CANCEL_ORDER = "cancel_order"
+SIGNAL_PRODUCT_ACTIVATED = "product_activated"
+SIGNAL_PAYMENT_RECEIVED = "payment_received"
+SIGNAL_PAYMENT_METHOD_UPDATED = "payment_method_updated"
+QUERY_ORDER_STATUS = "order_status"
+QUERY_ACCOUNT_SUMMARY = "account_summary"
+QUERY_CURRENT_CYCLE = "current_cycle"
+QUERY_BALANCE = "balance"
+QUERY_DUNNING_STATE = "dunning_state"
+
+SEARCH_ATTRIBUTES = ("CustomerId", "OrderId", "BillingAccountId")
+
+
+def order_workflow_id(order_id: str) -> str:
+    return f"order-{order_id}"
+
+
+def billing_account_workflow_id(billing_account_id: str) -> str:
+    return f"billing-account-{billing_account_id}"
+
+
+class OrderItemInput(BaseModel):
+    item_id: str
+    offering_id: str
+
+
+class OrderInput(BaseModel):
+    order_id: str
+    customer_id: str
+    billing_account_id: str
+    items: list[OrderItemInput]
+    # How long to wait for the OSS callback before each status poll, and in total.
+    oss_callback_wait_s: float = 30.0
+    oss_total_timeout_s: float = 3600.0
+
+
+class OssUpdate(BaseModel):
+    """TMF641 ServiceOrderStateChangeEvent as delivered to o2c's callback."""
+
+    service_order_id: str
+    external_id: str
+    state: str
+
+
+class CancelOrder(BaseModel):
+    cancel_id: str
+    reason: str | None = None
+
+
+class OrderStatus(BaseModel):
+    order_id: str
+    state: str
+    step: str
+    reason: str | None = None
+
+
+class ProductActivated(BaseModel):
+    product_id: str
+    msisdn: str
+    offering_id: str
+    activated_at: datetime
+
+
+class PaymentReceived(BaseModel):
+    payment_id: str
+    amount_cents: int
+    source: str  # bank_transfer | card | sepa_debit | webhook
+
+
+class BillingAccountInput(BaseModel):
+    billing_account_id: str
+    customer_id: str
+    # Carried across continue-as-new; absent on the first run.
+    carried_state: dict | None = None
+
+
+class DunningView(BaseModel):
+    level: str
+    suspended: bool
+    paused: bool
+    invoice_id: str | None
+    next_step: str | None
+    next_step_at: datetime | None
+
+
+class CycleView(BaseModel):
+    start: datetime
+    end: datetime
+    local_start: str
+    local_end: str
+
+
+class AccountSummary(BaseModel):
+    billing_account_id: str
+    cycle: CycleView | None
+    balance: Decimal = Field(description="open amount in EUR, gross")
+    dunning: DunningView
+    products: list[str]
+    invoices_issued: int
+
+
+class OpenInvoice(BaseModel):
+    invoice_id: str
+    number: str
+    open_cents: int
+    due_at: datetime
+
+
+class BalanceView(BaseModel):
+    """The account's open items after every received payment has been allocated."""
+
+    open_cents: int
+    open_invoices: list[OpenInvoice]
+
+
+class IssuedInvoice(BaseModel):
+    invoice_id: str
+    number: str
+    gross_cents: int
+    issued_at: datetime
+    due_at: datetime
+
+
+class ChargeOutcome(BaseModel):
+    status: str  # succeeded | processing | requires_action | declined | canceled | no_payment_method
+    payment_id: str | None = None
+    decline_code: str | None = None
+    decline_class: str | None = None
+    message: str | None = None
+
+
+class AccountSetup(BaseModel):
+    profile: BillingProfile
+    cycle: CycleSpec
+    customer_email: str | None = None
