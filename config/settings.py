@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     # Where the OSS sends completion callbacks: o2c's own API.
     public_base_url: str = "http://127.0.0.1:8000"
     oss_base_url: str = "http://127.0.0.1:8100"
+    oss_sim_host: str = "127.0.0.1"
     oss_sim_port: int = 8100
     oss_callback_api_key: str = "dev-oss-key"
     stripe_api_key: str | None = None

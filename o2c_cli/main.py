@@ -27,7 +27,7 @@ def _oss_sim(_: argparse.Namespace) -> None:
     from oss_sim.server import run
 
     settings = get_settings()
-    run("127.0.0.1", settings.oss_sim_port)
+    run(settings.oss_sim_host, settings.oss_sim_port)
 
 
 def _mail_sink(_: argparse.Namespace) -> None:

@@ -1,0 +1,222 @@
+"""Request bodies as TMF shapes (camelCase). Shape and format checks live here so a malformed request
+is answered with per-field errors before any service runs; checks against stored data (does the
+customer exist?) are the services' job."""
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from api.errors import CodedValueError
+from domain.billing_cycle import zone
+from domain.payments import InvalidPaymentMethod, parse_payment_method
+
+NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+
+
+class TmfModel(BaseModel):
+    # TMF clients send @type, @baseType, @schemaLocation and fields o2c does not use; ignore them.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class Ref(TmfModel):
+    id: NonEmpty
+
+
+class PartyRef(TmfModel):
+    id: NonEmpty
+    role: str = "customer"
+
+
+def _exact_amount(value: Any) -> Any:
+    # JSON numbers arrive as floats; str() gives back the digits the client wrote ("12.34"),
+    # and no arithmetic is ever done on the float itself.
+    if isinstance(value, bool):
+        raise CodedValueError("invalid_amount", "amount must be a decimal string such as \"12.34\"")
+    if isinstance(value, (int, float)):
+        value = str(value)
+    if isinstance(value, str):
+        try:
+            parsed = Decimal(value.strip())
+        except InvalidOperation:
+            raise CodedValueError("invalid_amount", f"not a decimal amount: {value!r}") from None
+        if not parsed.is_finite():
+            raise CodedValueError("invalid_amount", f"not a finite amount: {value!r}")
+        return parsed
+    return value
+
+
+def _two_decimals_positive(value: Decimal) -> Decimal:
+    if value <= 0:
+        raise CodedValueError("amount_not_positive", "the amount must be greater than 0")
+    if value != value.quantize(Decimal("0.01")):
+        raise CodedValueError("too_many_decimals", "EUR amounts have at most 2 decimals")
+    return value
+
+
+PositiveMoney = Annotated[Decimal, BeforeValidator(_exact_amount)]
+
+
+class MoneyIn(TmfModel):
+    unit: Literal["EUR"]
+    value: PositiveMoney
+
+    @field_validator("value")
+    @classmethod
+    def _positive(cls, value: Decimal) -> Decimal:
+        return _two_decimals_positive(value)
+
+
+# --- TMF629 -------------------------------------------------------------------------------------
+
+
+class MediumCharacteristic(TmfModel):
+    emailAddress: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)
+    phoneNumber: str | None = Field(default=None, pattern=r"^\+?[0-9 ()/-]{5,20}$")
+    street1: str | None = Field(default=None, max_length=200)
+    street2: str | None = Field(default=None, max_length=200)
+    city: str | None = Field(default=None, max_length=100)
+    postCode: str | None = Field(default=None, max_length=20)
+    country: str | None = Field(default=None, max_length=60)
+
+
+# What each medium type must carry; the invoice needs a full postal address (§14 UStG).
+_REQUIRED_CHARACTERISTICS = {
+    "email": ("emailAddress",),
+    "postalAddress": ("street1", "city", "postCode", "country"),
+    "phone": ("phoneNumber",),
+    "telephoneNumber": ("phoneNumber",),
+}
+
+
+class ContactMedium(TmfModel):
+    mediumType: Literal["email", "postalAddress", "phone", "telephoneNumber"]
+    preferred: bool | None = None
+    characteristic: MediumCharacteristic
+
+    @model_validator(mode="after")
+    def _complete(self) -> ContactMedium:
+        missing = [name for name in _REQUIRED_CHARACTERISTICS[self.mediumType] if not getattr(self.characteristic, name)]
+        if missing:
+            raise CodedValueError("incomplete_contact_medium", f"a {self.mediumType} contact medium needs characteristic {', '.join(missing)}")
+        return self
+
+
+class CustomerCreate(TmfModel):
+    name: NonEmpty
+    contactMedium: list[ContactMedium] = Field(default_factory=list, max_length=20)
+    vatId: str | None = Field(default=None, pattern=r"^[A-Z]{2}[0-9A-Z+*.]{2,13}$", description="o2c extension: VAT id for B2B invoices")
+
+
+# --- TMF666 -------------------------------------------------------------------------------------
+
+
+def _timezone(value: str) -> str:
+    try:
+        zone(value)
+    except ValueError:
+        raise CodedValueError("unknown_timezone", f"{value!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
+    return value
+
+
+def _payment_method(value: Ref | None) -> Ref | None:
+    if value is not None:
+        try:
+            parse_payment_method(value.id)
+        except InvalidPaymentMethod as exc:
+            raise CodedValueError("invalid_payment_method", str(exc)) from None
+    return value
+
+
+class BillingAccountCreate(TmfModel):
+    name: NonEmpty
+    relatedParty: list[PartyRef] = Field(min_length=1)
+    billCycleDay: int = Field(default=1, ge=1, le=31, description="o2c extension: day of month a cycle starts")
+    timeZone: str = Field(default="Europe/Berlin", description="o2c extension: IANA zone of the account's cycles")
+    billingProfile: NonEmpty = Field(default="standard", description="o2c extension: a billing profile name")
+    defaultPaymentMethod: Ref | None = None
+
+    @field_validator("timeZone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        return _timezone(value)
+
+    @field_validator("defaultPaymentMethod")
+    @classmethod
+    def _pm(cls, value: Ref | None) -> Ref | None:
+        return _payment_method(value)
+
+
+# --- TMF622 -------------------------------------------------------------------------------------
+
+
+class OfferingRef(TmfModel):
+    id: str | None = None
+
+
+class OrderItemCreate(TmfModel):
+    id: NonEmpty
+    action: NonEmpty
+    productOffering: OfferingRef | None = None
+
+
+class ProductOrderCreate(TmfModel):
+    relatedParty: list[PartyRef] = Field(min_length=1)
+    billingAccount: Ref
+    productOrderItem: list[OrderItemCreate] = Field(max_length=100)
+    externalId: str | None = Field(default=None, max_length=255)
+
+
+class CancelProductOrderCreate(TmfModel):
+    productOrder: Ref
+    cancellationReason: str | None = Field(default=None, max_length=1000)
+
+
+# --- TMF641 callback ----------------------------------------------------------------------------
+
+
+class ServiceOrderRefIn(TmfModel):
+    id: NonEmpty
+    href: str | None = None
+    externalId: str | None = None
+    state: NonEmpty
+
+
+class ServiceOrderEventPayload(TmfModel):
+    serviceOrder: ServiceOrderRefIn
+
+
+class ServiceOrderStateChangeEvent(TmfModel):
+    eventId: NonEmpty
+    eventTime: str | None = None
+    eventType: Literal["ServiceOrderStateChangeEvent"]
+    event: ServiceOrderEventPayload
+
+
+# --- TMF676 -------------------------------------------------------------------------------------
+
+
+class PaymentMethodIn(TmfModel):
+    type_: str = Field(alias="@type")
+
+
+class PaymentItemIn(TmfModel):
+    item: Ref
+
+
+class PaymentCreate(TmfModel):
+    correlatorId: NonEmpty
+    account: Ref
+    totalAmount: MoneyIn
+    paymentMethod: PaymentMethodIn
+    description: str | None = Field(default=None, max_length=500)
+    paymentItem: list[PaymentItemIn] = Field(default_factory=list, max_length=1, description="o2c: at most one bill per payment")
+
+    @field_validator("paymentMethod")
+    @classmethod
+    def _bank_transfer_only(cls, value: PaymentMethodIn) -> PaymentMethodIn:
+        # Card and SEPA payments are collected by dunning through the gateway, never posted here.
+        if value.type_ != "bankTransfer":
+            raise CodedValueError("unsupported_payment_method", "only {\"@type\": \"bankTransfer\"} can be recorded manually")
+        return value

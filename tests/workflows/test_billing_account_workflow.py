@@ -1,0 +1,575 @@
+"""BillingAccountWorkflow over months of skipped time: real billing profile durations, real activities on the
+`db_url` database, the OSS simulator over HTTP (barring), the SMTP mail sink and the sandbox payment gateway.
+
+Every test first moves the time-skipping server's clock to a fixed local date (the next 1 or 10 December,
+12:00 Berlin), so the expected periods do not depend on the day the suite runs.
+
+The activities stamp invoices, payments and events with the wall clock (`utcnow()`), which under time skipping
+stays at the real date while the workflow lives months ahead (see the report: invoices of 2027 numbered in the
+2026 series, due dates in the workflow's past). The `workflow_clock` fixture makes `utcnow()` inside an
+activity return the time its current attempt was scheduled, i.e. the workflow's clock, which is what production sees."""
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlmodel import select
+from temporalio import activity
+
+from adapters.notify.email import NotificationUnavailable, SmtpNotifier
+from domain.billing_cycle import CycleSpec, period_containing
+from persistence.db import session_scope
+from persistence.tables import Notification, Payment, PaymentAllocation
+from tests.support.billing import (
+    Account,
+    billed_charges,
+    events,
+    invoices,
+    mails_to,
+    open_account,
+    pay_by_bank_transfer,
+    payments,
+    products,
+    start_billing,
+)
+from workflows.messages import (
+    QUERY_ACCOUNT_SUMMARY,
+    QUERY_BALANCE,
+    QUERY_CURRENT_CYCLE,
+    QUERY_DUNNING_STATE,
+    AccountSummary,
+    BalanceView,
+    CycleView,
+    DunningView,
+)
+
+BERLIN = ZoneInfo("Europe/Berlin")
+DECLINING_CARD = "4000000000000002"  # generic_decline: a soft decline, retried by dunning
+STEP = timedelta(days=35)  # at most one month of skipped time per sleep, so each cycle continues-as-new on its own
+VAT = Decimal("1.19")
+
+
+@pytest.fixture(autouse=True)
+def workflow_clock(monkeypatch):
+    def utcnow() -> datetime:
+        try:
+            return activity.info().current_attempt_scheduled_time.astimezone(UTC)
+        except RuntimeError:  # not inside an activity
+            return datetime.now(UTC)
+
+    for module in ("activities.billing", "activities.order_records", "activities.ledger"):
+        monkeypatch.setattr(f"{module}.utcnow", utcnow)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def local_midnight(day: date) -> datetime:
+    """Independent of domain.billing_cycle: the UTC instant of 00:00 Berlin time on `day`."""
+    return datetime.combine(day, time(0), tzinfo=BERLIN).astimezone(UTC)
+
+
+def add_months(day: date, months: int) -> date:
+    index = day.year * 12 + day.month - 1 + months
+    return date(index // 12, index % 12 + 1, day.day)
+
+
+async def pin_clock(ts_env, month: int, day: int) -> datetime:
+    """Moves the server clock to the next `day`.`month`. at 12:00 Berlin (before any workflow runs)."""
+    now = await ts_env.get_current_time()
+    target = datetime(now.astimezone(BERLIN).year, month, day, 12, tzinfo=BERLIN)
+    if target < now:
+        target = target.replace(year=target.year + 1)
+    await ts_env.sleep(target - now)
+    return target.astimezone(UTC)
+
+
+async def advance_to(ts_env, instant: datetime) -> None:
+    """Skips time up to `instant` in steps of at most STEP while the worker runs."""
+    while (remaining := instant - await ts_env.get_current_time()) > timedelta(0):
+        await ts_env.sleep(min(remaining, STEP))
+
+
+async def eventually(check, timeout_s: float = 15.0):
+    """Polls in real time (no time is skipped meanwhile) until `check()` returns a truthy value without
+    raising; returns that value. Covers activities still finishing when a sleep returns."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return result
+            error: BaseException | None = None
+        except Exception as caught:  # e.g. a query racing a continue-as-new
+            error = caught
+        if asyncio.get_running_loop().time() > deadline:
+            if error is not None:
+                raise error
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(0.05)
+
+
+async def dunning(handle) -> DunningView:
+    return await handle.query(QUERY_DUNNING_STATE, result_type=DunningView)
+
+
+async def balance(handle) -> BalanceView:
+    return await handle.query(QUERY_BALANCE, result_type=BalanceView)
+
+
+async def barring(oss_http, msisdn: str) -> str:
+    return (await oss_http.get(f"/sim/services/{msisdn}")).json()["barring"]
+
+
+def cents(amount: Decimal) -> Decimal:
+    return amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+def recurring_lines(invoice) -> list[dict]:
+    return [line for line in invoice.lines if line["kind"] == "recurring"]
+
+
+def reminder_mails(mail_sink, account: Account) -> list[str]:
+    """The dunning steps named in the reminder e-mails the account received, oldest first."""
+    found = []
+    for message in mails_to(mail_sink, account.email):
+        if message["Subject"].startswith("Payment reminder"):
+            step = re.search(r"\((\w+)\)", message.get_body(("plain",)).get_content()).group(1)
+            found.append(step)
+    return found
+
+
+async def first_invoice_after(ts_env, db_url, account: Account, close: datetime):
+    """Skips to just after the first cycle closes and returns the issued invoice."""
+    await advance_to(ts_env, close + timedelta(hours=1))
+    issued = await eventually(lambda: invoices(db_url, account.account_id))
+    return issued[0]
+
+
+# --- 1. cycles across both DST changes ----------------------------------------------------------
+
+
+async def test_monthly_cycles_across_dst_changes_bill_each_fee_once_with_gapless_numbers(running_worker, make_settings, db_url, oss_http, ts_env, mail_sink):
+    start = await pin_clock(ts_env, 12, 1)
+    year = start.year  # the account starts on 1 December of `year`; spring and autumn changes follow in year + 1
+    settings = make_settings()
+    account = await open_account(db_url, oss_http, ["mobile-s", "mobile-l"], activated_at=start, bill_cycle_day=15,
+                                 timezone_name="Europe/Berlin", payment_method="4242424242424242")
+    async with running_worker(settings) as client:
+        await start_billing(client, settings.task_queue, account)
+        handle = client.get_workflow_handle(account.workflow_id)
+        last_close = local_midnight(date(year + 1, 11, 15))
+        await advance_to(ts_env, last_close + timedelta(days=5))
+        issued = await eventually(lambda: (found := invoices(db_url, account.account_id)) and len(found) == 12 and found)
+        cycle = await eventually(lambda: handle.query(QUERY_CURRENT_CYCLE, result_type=CycleView))
+        summary = await handle.query(QUERY_ACCOUNT_SUMMARY, result_type=AccountSummary)
+
+    # Twelve closed periods, 15 Nov .. 15 Nov, each from local midnight to local midnight.
+    expected_local = [(add_months(date(year, 11, 15), i), add_months(date(year, 11, 15), i + 1)) for i in range(12)]
+    assert [(i.local_period_start, i.local_period_end) for i in issued] == expected_local
+    for invoice in issued:
+        assert invoice.period_start == local_midnight(invoice.local_period_start)
+        assert invoice.period_end == local_midnight(invoice.local_period_end)
+    by_local_start = {i.local_period_start: i for i in issued}
+    # Spring: 15 March starts in CET (UTC+1), 15 April ends in CEST (UTC+2); the period is an hour short.
+    spring = by_local_start[date(year + 1, 3, 15)]
+    assert (spring.period_start, spring.period_end) == (datetime(year + 1, 3, 14, 23, tzinfo=UTC), datetime(year + 1, 4, 14, 22, tzinfo=UTC))
+    assert spring.period_end - spring.period_start == timedelta(days=31) - timedelta(hours=1)
+    # Autumn: 15 October starts in CEST, 15 November ends in CET; an hour long.
+    autumn = by_local_start[date(year + 1, 10, 15)]
+    assert (autumn.period_start, autumn.period_end) == (datetime(year + 1, 10, 14, 22, tzinfo=UTC), datetime(year + 1, 11, 14, 23, tzinfo=UTC))
+    assert autumn.period_end - autumn.period_start == timedelta(days=31) + timedelta(hours=1)
+    # The workflow's own view agrees and has moved on to the next period.
+    assert (cycle.local_start, cycle.local_end) == (f"{year + 1}-11-15", f"{year + 1}-12-15")
+    assert (cycle.start, cycle.end) == (local_midnight(date(year + 1, 11, 15)), local_midnight(date(year + 1, 12, 15)))
+    assert summary.invoices_issued == 12 and summary.balance == 0 and summary.dunning.level == "none"
+
+    # Each invoice is issued when its period closes and due 14 days later.
+    for invoice in issued:
+        assert invoice.period_end <= invoice.issued_at < invoice.period_end + timedelta(minutes=5)
+        assert invoice.due_at == invoice.issued_at + timedelta(days=14)
+
+    # Fees in advance: the first invoice has the prorated current period (activated 1 Dec: 14 of 30 days)
+    # and the activation fee; every invoice bills the next period in full. No fee is billed twice.
+    mobile_s, mobile_l = (p.product_id for p in account.products)
+    fee = {mobile_s: Decimal("9.99"), mobile_l: Decimal("29.99")}
+    billed = [(line["product_id"], line["period_start"]) for invoice in issued for line in recurring_lines(invoice)]
+    assert len(billed) == len(set(billed)) == 2 * 13
+    for product_id in (mobile_s, mobile_l):
+        periods = sorted(date.fromisoformat(start_day) for pid, start_day in billed if pid == product_id)
+        assert periods == [add_months(date(year, 11, 15), i) for i in range(13)]
+    first = issued[0]
+    prorated = {line["product_id"]: line for line in recurring_lines(first) if line["period_start"] == f"{year}-11-15"}
+    for product_id, line in prorated.items():
+        assert "prorated 0.4667" in line["description"]
+        assert Decimal(line["net_amount"]) == cents(fee[product_id] * 14 / 30)
+    activation = [line for invoice in issued for line in invoice.lines if line["kind"] == "one_time"]
+    assert [(line["product_id"], Decimal(line["net_amount"])) for line in activation] == [(mobile_l, Decimal("9.99"))]
+    assert activation[0] in first.lines
+    for invoice in issued[1:]:
+        assert sorted(Decimal(line["net_amount"]) for line in invoice.lines) == [Decimal("9.99"), Decimal("29.99")]
+        assert {line["period_start"] for line in invoice.lines} == {invoice.local_period_end.isoformat()}
+        assert invoice.gross_cents == int(cents(Decimal("39.98") * VAT) * 100) == 4758
+    # The billed marks match the lines one to one.
+    keys = sorted(c.key for c in billed_charges(db_url, [i.id for i in issued]))
+    assert keys == sorted([f"recurring:{pid}:{local_midnight(date.fromisoformat(day)).isoformat()}" for pid, day in billed] + [f"activation:{mobile_l}"])
+
+    # Gapless numbers: one series per calendar year of issue (Berlin time), consecutive inside each series.
+    numbers = [re.fullmatch(r"INV-(\d{4})-(\d{6})", i.number).groups() for i in issued]
+    assert [int(y) for y, _ in numbers] == [year] + [year + 1] * 11
+    later = [int(seq) for y, seq in numbers[1:]]
+    assert later == list(range(later[0], later[0] + 11))
+
+    # Every invoice is e-mailed, and settled by exactly one successful card charge of its gross amount.
+    paid = payments(db_url, account.account_id)
+    assert len(paid) == 12
+    for invoice in issued:
+        assert invoice.state == "settled" and invoice.paid_cents == invoice.gross_cents
+        charge = [p for p in paid if p.invoice_id == invoice.id]
+        assert [(p.status, p.method, p.attempt, p.amount_cents, p.allocated_cents) for p in charge] == [
+            ("succeeded", "card", 1, invoice.gross_cents, invoice.gross_cents)
+        ]
+    subjects = [m["Subject"] for m in mails_to(mail_sink, account.email)]
+    assert subjects == [f"Your invoice {i.number}" for i in issued]
+
+
+# --- 2. bill cycle day 31 ------------------------------------------------------------------------
+
+
+async def test_bill_cycle_day_31_clamps_to_the_end_of_february_and_returns(running_worker, make_settings, db_url, oss_http, ts_env):
+    start = await pin_clock(ts_env, 12, 10)
+    year = start.year
+    february_end = 29 if (year + 1) % 4 == 0 and ((year + 1) % 100 != 0 or (year + 1) % 400 == 0) else 28
+    settings = make_settings()
+    account = await open_account(db_url, oss_http, ["mobile-s"], activated_at=start, bill_cycle_day=31, payment_method="4242424242424242")
+    async with running_worker(settings) as client:
+        await start_billing(client, settings.task_queue, account)
+        handle = client.get_workflow_handle(account.workflow_id)
+        await advance_to(ts_env, datetime(year + 1, 3, 15, 12, tzinfo=BERLIN))
+        issued = await eventually(lambda: (found := invoices(db_url, account.account_id)) and len(found) == 3 and found)
+        cycle = await eventually(lambda: handle.query(QUERY_CURRENT_CYCLE, result_type=CycleView))
+
+    # 30 November is November's BCD-31 day; then 31 Dec, 31 Jan, the last day of February, 31 March.
+    bounds = [date(year, 11, 30), date(year, 12, 31), date(year + 1, 1, 31), date(year + 1, 2, february_end), date(year + 1, 3, 31)]
+    assert [(i.local_period_start, i.local_period_end) for i in issued] == list(zip(bounds, bounds[1:-1]))
+    assert [(i.period_start, i.period_end) for i in issued] == [(local_midnight(a), local_midnight(b)) for a, b in zip(bounds, bounds[1:-1])]
+    assert (cycle.local_start, cycle.local_end) == (bounds[3].isoformat(), bounds[4].isoformat())
+    # The same layout as domain.billing_cycle computes for these instants.
+    spec = CycleSpec(kind="monthly", bill_cycle_day=31, timezone="Europe/Berlin")
+    for invoice in issued:
+        period = period_containing(spec, invoice.period_start)
+        assert (period.local_start, period.local_end, period.end) == (invoice.local_period_start, invoice.local_period_end, invoice.period_end)
+
+    # Fees: activated 10 Dec, so 21 of the 31 days of 30 Nov..31 Dec are billed; then each month in full,
+    # 31 Dec..31 Jan, 31 Jan..28/29 Feb and 28/29 Feb..31 Mar, each on the invoice before it.
+    lines = [(line["period_start"], line["period_end"], Decimal(line["net_amount"])) for invoice in issued for line in recurring_lines(invoice)]
+    prorated = cents(Decimal("9.99") * 21 / 31)
+    assert lines == [
+        (bounds[0].isoformat(), bounds[1].isoformat(), prorated),
+        (bounds[1].isoformat(), bounds[2].isoformat(), Decimal("9.99")),
+        (bounds[2].isoformat(), bounds[3].isoformat(), Decimal("9.99")),
+        (bounds[3].isoformat(), bounds[4].isoformat(), Decimal("9.99")),
+    ]
+    assert [len(recurring_lines(i)) for i in issued] == [2, 1, 1]
+    assert [i.gross_cents for i in issued] == [int(cents((prorated + Decimal("9.99")) * VAT) * 100), 1189, 1189]
+    assert {i.state for i in issued} == {"settled"}
+
+
+# --- 3. the dunning ladder up to suspension and back --------------------------------------------
+
+
+async def test_dunning_ladder_suspends_from_100_eur_after_two_weeks_notice_and_payment_restores(
+    running_worker, make_settings, db_url, oss_http, ts_env, mail_sink
+):
+    start = await pin_clock(ts_env, 12, 1)
+    year = start.year
+    settings = make_settings()
+    account = await open_account(db_url, oss_http, ["mobile-l"] * 3, activated_at=start, bill_cycle_day=15, payment_method=DECLINING_CARD)
+    async with running_worker(settings) as client:
+        await start_billing(client, settings.task_queue, account)
+        handle = client.get_workflow_handle(account.workflow_id)
+
+        # The first cycle closes on 15 Dec: the invoice is sent, the card is declined (soft), the episode opens.
+        invoice = await first_invoice_after(ts_env, db_url, account, local_midnight(date(year, 12, 15)))
+        due = invoice.due_at
+        assert invoice.gross_cents > 100_00
+        declined = await eventually(lambda: [p for p in payments(db_url, account.account_id) if p.invoice_id == invoice.id])
+        assert [(p.status, p.attempt, p.decline_code, p.amount_cents) for p in declined] == [("declined", 1, "generic_decline", invoice.gross_cents)]
+        state = await eventually(lambda: dunning(handle))
+        assert (state.level, state.invoice_id, state.next_step, state.next_step_at, state.suspended) == ("none", invoice.id, "reminder", due + timedelta(days=3), False)
+        assert invoices(db_url, account.account_id)[0].state == "sent"
+
+        # due + 3 days: a reminder e-mail.
+        await advance_to(ts_env, due + timedelta(days=3, hours=1))
+        state = await eventually(lambda: _level(handle, "reminder"))
+        assert (state.next_step, state.next_step_at) == ("retry_payment", due + timedelta(days=7))
+        assert reminder_mails(mail_sink, account) == ["reminder"]
+
+        # due + 7 days: the card is retried (attempt 2, declined again) and the written suspension notice goes out.
+        await advance_to(ts_env, due + timedelta(days=7, hours=1))
+        state = await eventually(lambda: _level(handle, "suspension_notice"))
+        assert (state.next_step, state.next_step_at, state.suspended) == ("suspend", due + timedelta(days=21), False)
+        attempts = [(p.attempt, p.status, p.amount_cents) for p in payments(db_url, account.account_id) if p.invoice_id == invoice.id]
+        assert attempts == [(1, "declined", invoice.gross_cents), (2, "declined", invoice.gross_cents)]
+        assert reminder_mails(mail_sink, account) == ["reminder", "suspension_notice"]
+        assert {await barring(oss_http, m) for m in account.msisdns} == {"none"}
+
+        # due + 21 days (after the next cycle's invoice, also declined): every line is barred in the OSS.
+        await advance_to(ts_env, due + timedelta(days=21, hours=1))
+        state = await eventually(lambda: _level(handle, "suspend"))
+        assert (state.suspended, state.next_step, state.invoice_id) == (True, None, invoice.id)
+        assert [await barring(oss_http, m) for m in account.msisdns] == ["full"] * 3
+        assert {(p.status, p.status_reason) for p in products(db_url, account.account_id)} == {("suspended", "suspended for arrears")}
+        story = events(db_url, account.account_id)
+        notice = next(e for e in story if e.kind == "dunning.reminder" and e.data["step"] == "suspension_notice")
+        suspended = next(e for e in story if e.kind == "service.suspended")
+        # Written notice at due + 7 days, barring at due + 21 days: the two weeks TKG §61 asks for.
+        assert due + timedelta(days=7) <= notice.at < due + timedelta(days=7, minutes=1)
+        assert due + timedelta(days=21) <= suspended.at < due + timedelta(days=21, minutes=1)
+        assert sorted(suspended.data["msisdns"]) == sorted(account.msisdns)
+        second = invoices(db_url, account.account_id)[1]
+        assert second.local_period_start == date(year, 12, 15) and second.state == "sent"
+        open_items = await balance(handle)
+        assert open_items.open_cents == invoice.gross_cents + second.gross_cents
+        assert [i.invoice_id for i in open_items.open_invoices] == [invoice.id, second.id]
+
+        # A bank transfer of everything open settles both invoices and lifts the barring.
+        payment_id = await pay_by_bank_transfer(client, settings.task_queue, db_url, account, open_items.open_cents, at=await ts_env.get_current_time())
+        state = await eventually(lambda: _level(handle, "none"))
+        assert (state.suspended, state.invoice_id, state.next_step) == (False, None, None)
+        await eventually(lambda: all(p.status == "active" for p in products(db_url, account.account_id)))
+        assert [await barring(oss_http, m) for m in account.msisdns] == ["none"] * 3
+        assert (await balance(handle)).open_cents == 0
+
+    assert [(i.state, i.paid_cents == i.gross_cents) for i in invoices(db_url, account.account_id)] == [("settled", True)] * 2
+    with session_scope(db_url) as session:
+        allocations = {(a.invoice_id, a.amount_cents) for a in session.exec(select(PaymentAllocation).where(PaymentAllocation.payment_id == payment_id))}
+    assert allocations == {(invoice.id, invoice.gross_cents), (second.id, second.gross_cents)}
+    assert [e.kind for e in events(db_url, account.account_id) if e.kind.startswith("service.")] == ["service.suspended", "service.restored"]
+    assert {p.status_reason for p in products(db_url, account.account_id)} == {None}
+
+
+async def _level(handle, *levels: str) -> DunningView | None:
+    state = await dunning(handle)
+    return state if state.level in levels else None
+
+
+# --- 4. below EUR 100: reminders, never a suspension --------------------------------------------
+
+
+async def test_debt_below_100_eur_is_reminded_but_never_suspended(running_worker, make_settings, db_url, oss_http, ts_env, mail_sink):
+    start = await pin_clock(ts_env, 12, 1)
+    settings = make_settings()
+    account = await open_account(db_url, oss_http, ["mobile-s"], activated_at=start, bill_cycle_day=15, payment_method=DECLINING_CARD)
+    async with running_worker(settings) as client:
+        await start_billing(client, settings.task_queue, account)
+        handle = client.get_workflow_handle(account.workflow_id)
+        invoice = await first_invoice_after(ts_env, db_url, account, local_midnight(date(start.year, 12, 15)))
+        due = invoice.due_at
+
+        await advance_to(ts_env, due + timedelta(days=7, hours=1))
+        state = await eventually(lambda: _level(handle, "suspension_notice"))
+        # The suspend step needs EUR 100 overdue (min_overdue), so nothing is left to do.
+        assert (state.next_step, state.next_step_at) == (None, None)
+
+        await advance_to(ts_env, due + timedelta(days=25))
+        state = await dunning(handle)
+        open_items = await balance(handle)
+
+    assert (state.level, state.suspended, state.invoice_id) == ("suspension_notice", False, invoice.id)
+    assert 0 < open_items.open_cents < 100_00
+    assert reminder_mails(mail_sink, account) == ["reminder", "suspension_notice"]
+    assert [(p.attempt, p.status) for p in payments(db_url, account.account_id) if p.invoice_id == invoice.id] == [(1, "declined"), (2, "declined")]
+    assert [p.status for p in products(db_url, account.account_id)] == ["active"]
+    assert [await barring(oss_http, m) for m in account.msisdns] == ["none"]
+    assert not [e for e in events(db_url, account.account_id) if e.kind.startswith("service.")]
+
+
+# --- 5. partial payments and overpayments -------------------------------------------------------
+
+
+async def test_partial_payment_leaves_invoice_partially_paid_and_dunning_goes_on(running_worker, make_settings, db_url, oss_http, ts_env, mail_sink):
+    start = await pin_clock(ts_env, 12, 1)
+    settings = make_settings()
+    account = await open_account(db_url, oss_http, ["mobile-l"] * 3, activated_at=start, bill_cycle_day=15, payment_method=DECLINING_CARD)
+    async with running_worker(settings) as client:
+        await start_billing(client, settings.task_queue, account)
+        handle = client.get_workflow_handle(account.workflow_id)
+        invoice = await first_invoice_after(ts_env, db_url, account, local_midnight(date(start.year, 12, 15)))
+        due = invoice.due_at
+        await advance_to(ts_env, due + timedelta(days=3, hours=1))
+        await eventually(lambda: _level(handle, "reminder"))
+
+        await pay_by_bank_transfer(client, settings.task_queue, db_url, account, 50_00, at=await ts_env.get_current_time())
+        rest = invoice.gross_cents - 50_00
+        await eventually(lambda: invoices(db_url, account.account_id)[0].state == "partiallyPaid")
+        open_items = await eventually(lambda: _open_cents(handle, rest))
+        assert [(i.invoice_id, i.open_cents) for i in open_items.open_invoices] == [(invoice.id, rest)]
+        state = await dunning(handle)
+        assert (state.level, state.invoice_id, state.next_step) == ("reminder", invoice.id, "retry_payment")
+        assert invoices(db_url, account.account_id)[0].paid_cents == 50_00
+
+        # The retry collects only what is still open; the notice goes out since more than EUR 100 is still open.
+        await advance_to(ts_env, due + timedelta(days=7, hours=1))
+        state = await eventually(lambda: _level(handle, "suspension_notice"))
+        assert state.next_step == "suspend"
+
+    attempts = [(p.attempt, p.status, p.amount_cents) for p in payments(db_url, account.account_id) if p.invoice_id == invoice.id and p.method == "card"]
+    assert attempts == [(1, "declined", invoice.gross_cents), (2, "declined", rest)]
+    assert reminder_mails(mail_sink, account) == ["reminder", "suspension_notice"]
+    assert invoices(db_url, account.account_id)[0].state == "partiallyPaid"
+
+
+async def _open_cents(handle, expected: int) -> BalanceView | None:
+    view = await balance(handle)
+    return view if view.open_cents == expected else None
+
+
+async def test_overpayment_becomes_credit_that_the_next_invoice_uses(running_worker, make_settings, db_url, oss_http, ts_env):
+    start = await pin_clock(ts_env, 12, 1)
+    settings = make_settings()
+    account = await open_account(db_url, oss_http, ["mobile-s"], activated_at=start, bill_cycle_day=15, payment_method=DECLINING_CARD)
+    async with running_worker(settings) as client:
+        await start_billing(client, settings.task_queue, account)
+        handle = client.get_workflow_handle(account.workflow_id)
+        invoice = await first_invoice_after(ts_env, db_url, account, local_midnight(date(start.year, 12, 15)))
+        await eventually(lambda: _level(handle, "none"))
+
+        payment_id = await pay_by_bank_transfer(client, settings.task_queue, db_url, account, invoice.gross_cents + 5_00, at=await ts_env.get_current_time())
+        await eventually(lambda: _open_cents(handle, -5_00))
+        summary = await handle.query(QUERY_ACCOUNT_SUMMARY, result_type=AccountSummary)
+        assert summary.balance == Decimal("-5.00")
+        assert (summary.dunning.level, summary.dunning.invoice_id, summary.dunning.next_step) == ("none", None, None)
+        assert invoices(db_url, account.account_id)[0].state == "settled"
+        transfer = next(p for p in payments(db_url, account.account_id) if p.id == payment_id)
+        assert (transfer.allocated_cents, transfer.invoice_id) == (invoice.gross_cents, invoice.id)
+
+        # The next invoice takes the credit: EUR 5 of it is paid, the rest is open (the card declines).
+        await advance_to(ts_env, local_midnight(date(start.year + 1, 1, 15)) + timedelta(hours=1))
+        second = (await eventually(lambda: (found := invoices(db_url, account.account_id)) and len(found) == 2 and found))[1]
+        view = await eventually(lambda: _open_cents(handle, second.gross_cents - 5_00))
+        state = await dunning(handle)
+
+    second = invoices(db_url, account.account_id)[1]
+    assert (second.state, second.paid_cents) == ("partiallyPaid", 5_00)
+    assert [(i.invoice_id, i.open_cents) for i in view.open_invoices] == [(second.id, second.gross_cents - 5_00)]
+    assert (state.invoice_id, state.level) == (second.id, "none")
+    transfer = next(p for p in payments(db_url, account.account_id) if p.id == payment_id)
+    assert transfer.allocated_cents == transfer.amount_cents
+
+
+# --- known defects, kept as strict expected failures (see the report) ---------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: charge_invoice ignores account credit; the card is charged the full invoice and the credit stays")
+async def test_credit_reduces_the_next_card_charge(running_worker, make_settings, db_url, oss_http, ts_env):
+    start = await pin_clock(ts_env, 12, 1)
+    settings = make_settings()
+    account = await open_account(db_url, oss_http, ["mobile-s"], activated_at=start, bill_cycle_day=15, payment_method="4242424242424242")
+    async with running_worker(settings) as client:
+        await start_billing(client, settings.task_queue, account)
+        handle = client.get_workflow_handle(account.workflow_id)
+        await eventually(lambda: _level(handle, "none"))
+        await pay_by_bank_transfer(client, settings.task_queue, db_url, account, 5_00, at=await ts_env.get_current_time())
+        await eventually(lambda: _open_cents(handle, -5_00))
+        invoice = await first_invoice_after(ts_env, db_url, account, local_midnight(date(start.year, 12, 15)))
+        await eventually(lambda: invoices(db_url, account.account_id)[0].state == "settled")
+        final = await balance(handle)
+    card = [p for p in payments(db_url, account.account_id) if p.method == "card"]
+    assert [(p.status, p.amount_cents) for p in card] == [("succeeded", invoice.gross_cents - 5_00)]
+    assert final.open_cents == 0
+
+
+@pytest.mark.xfail(strict=True, reason="BUG (TKG §61): the suspension threshold counts invoices that are not yet due")
+async def test_suspension_counts_only_overdue_amounts(running_worker, make_settings, db_url, oss_http, ts_env):
+    start = await pin_clock(ts_env, 12, 1)
+    settings = make_settings()
+    # First invoice about EUR 82 (overdue), the second about EUR 48 (issued 15 Jan, due 29 Jan): EUR 130 open, EUR 82 overdue.
+    account = await open_account(db_url, oss_http, ["mobile-l", "mobile-s"], activated_at=start, bill_cycle_day=15, payment_method=DECLINING_CARD)
+    async with running_worker(settings) as client:
+        await start_billing(client, settings.task_queue, account)
+        handle = client.get_workflow_handle(account.workflow_id)
+        invoice = await first_invoice_after(ts_env, db_url, account, local_midnight(date(start.year, 12, 15)))
+        await advance_to(ts_env, invoice.due_at + timedelta(days=21, hours=1))
+        state = await eventually(lambda: _level(handle, "suspension_notice", "suspend"))
+        second = invoices(db_url, account.account_id)[1]
+    assert invoice.gross_cents < 100_00 and second.due_at > invoice.due_at + timedelta(days=21, hours=1)
+    assert invoice.gross_cents + second.gross_cents >= 100_00
+    assert state.suspended is False
+    assert {p.status for p in products(db_url, account.account_id)} == {"active"}
+
+
+@pytest.mark.xfail(strict=True, reason="BUG (TKG §61): the barring is timed from the due date, not from when the written notice actually went out")
+async def test_barring_waits_two_weeks_after_a_delayed_notice(running_worker, make_settings, db_url, oss_http, ts_env, monkeypatch):
+    start = await pin_clock(ts_env, 12, 1)
+    settings = make_settings()
+    account = await open_account(db_url, oss_http, ["mobile-l"] * 3, activated_at=start, bill_cycle_day=15, payment_method=DECLINING_CARD)
+    mail_back_at: list[datetime] = []
+    send = SmtpNotifier.send
+
+    async def flaky_send(self, message):
+        # The mail server is down for the first hour of the notice's day; the activity retries until it is back.
+        if message.idempotency_key.endswith(":suspension_notice") and activity.info().current_attempt_scheduled_time < mail_back_at[0]:
+            raise NotificationUnavailable("simulated SMTP outage")
+        return await send(self, message)
+
+    monkeypatch.setattr(SmtpNotifier, "send", flaky_send)
+    async with running_worker(settings) as client:
+        await start_billing(client, settings.task_queue, account)
+        handle = client.get_workflow_handle(account.workflow_id)
+        invoice = await first_invoice_after(ts_env, db_url, account, local_midnight(date(start.year, 12, 15)))
+        mail_back_at.append(invoice.due_at + timedelta(days=7, hours=1))
+        await advance_to(ts_env, invoice.due_at + timedelta(days=21, hours=3))
+        await eventually(lambda: _level(handle, "suspend", "suspension_notice"))
+        with session_scope(db_url) as session:
+            notice_sent = session.get(Notification, f"dunning:{invoice.id}:suspension_notice").sent_at
+    assert notice_sent >= mail_back_at[0]
+    suspended = [e.at for e in events(db_url, account.account_id) if e.kind == "service.suspended"]
+    assert suspended and all(at - notice_sent >= timedelta(days=14) for at in suspended)
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: an OSS rejection of one barring order fails the whole BillingAccountWorkflow; billing stops for good")
+async def test_a_line_the_oss_refuses_to_bar_does_not_stop_billing(running_worker, make_settings, db_url, oss_http, ts_env):
+    start = await pin_clock(ts_env, 12, 1)
+    settings = make_settings()
+    account = await open_account(db_url, oss_http, ["mobile-l"] * 3, activated_at=start, bill_cycle_day=15, payment_method=DECLINING_CARD)
+    async with running_worker(settings) as client:
+        await start_billing(client, settings.task_queue, account)
+        handle = client.get_workflow_handle(account.workflow_id)
+        invoice = await first_invoice_after(ts_env, db_url, account, local_midnight(date(start.year, 12, 15)))
+        # The second line is terminated in the network behind o2c's back; barring it is refused (serviceNotActive).
+        terminate = {"externalId": f"test-termination:{account.msisdns[1]}", "serviceOrderItem": [
+            {"id": "1", "action": "delete", "service": {"serviceCharacteristic": [{"name": "msisdn", "value": account.msisdns[1]}]}}]}
+        assert (await oss_http.post("/tmf-api/serviceOrdering/v4/serviceOrder", json=terminate)).json()["state"] == "completed"
+        await advance_to(ts_env, local_midnight(date(start.year + 1, 2, 15)) + timedelta(hours=1))
+        await asyncio.sleep(1)  # real time, for a failing workflow task to show
+        status = (await handle.describe()).status.name
+    assert status == "RUNNING"
+    assert len(invoices(db_url, account.account_id)) == 3  # 15 Dec, 15 Jan, 15 Feb
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a dunning step runs before payments booked without a signal are allocated")
+async def test_no_reminder_for_an_invoice_paid_without_a_signal(running_worker, make_settings, db_url, oss_http, ts_env, mail_sink):
+    start = await pin_clock(ts_env, 12, 1)
+    settings = make_settings()
+    account = await open_account(db_url, oss_http, ["mobile-s"], activated_at=start, bill_cycle_day=15, payment_method=DECLINING_CARD)
+    async with running_worker(settings) as client:
+        await start_billing(client, settings.task_queue, account)
+        handle = client.get_workflow_handle(account.workflow_id)
+        invoice = await first_invoice_after(ts_env, db_url, account, local_midnight(date(start.year, 12, 15)))
+        # The payments API books the transfer but cannot reach Temporal ("it is allocated later", services/payments.py).
+        with session_scope(db_url) as session:
+            session.add(Payment(id=f"bt-{invoice.id}", correlator_id=f"bt-{invoice.id}", billing_account_id=account.account_id, amount_cents=invoice.gross_cents,
+                                method="bank_transfer", status="succeeded", created_at=await ts_env.get_current_time()))
+        await advance_to(ts_env, invoice.due_at + timedelta(days=8))
+        await eventually(lambda: invoices(db_url, account.account_id)[0].state == "settled")
+        state = await dunning(handle)
+    assert state.level == "none"
+    assert reminder_mails(mail_sink, account) == []
+    assert [p.attempt for p in payments(db_url, account.account_id) if p.method == "card"] == [1]
