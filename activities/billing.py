@@ -2,7 +2,7 @@
 Each is keyed by a business id (account, period, invoice, attempt, dunning step) and safe to retry."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlmodel import select
 from temporalio import activity
@@ -16,7 +16,7 @@ from adapters.notify.email import EmailMessageSpec, NotificationUnavailable, Smt
 from adapters.oss.port import OssClient, OssRejected, OssUnavailable
 from adapters.payments.port import GatewayUnavailable, PaymentGateway
 from config.settings import Settings
-from domain.billing_cycle import BillingPeriod, CycleSpec
+from domain.billing_cycle import BillingPeriod, CycleSpec, zone
 from domain.billing_profile import BillingProfile
 from domain.catalog import Catalog
 from domain.money import from_minor
@@ -140,52 +140,70 @@ class BillingActivities:
             return balance(session, billing_account_id)
 
     @activity.defn(name="send_dunning_notice")
-    async def send_dunning_notice(self, billing_account_id: str, invoice_id: str, step_name: str) -> None:
+    async def send_dunning_notice(self, billing_account_id: str, invoice_id: str, step_name: str, suspension_at: datetime | None = None) -> None:
+        """A reminder; when it is the written notice before a suspension it names the date of the barring."""
         with session_scope(self.db_url) as session:
             account = self._account(session, billing_account_id)
             customer = session.get(Customer, account.customer_id)
             invoice = session.get(Invoice, invoice_id)
             recipient = account.email or (customer.email if customer else None)
             open_amount = from_minor(invoice.gross_cents - invoice.paid_cents)
-            subject = f"Payment reminder: invoice {invoice.number}"
+            if suspension_at is None:
+                subject = f"Payment reminder: invoice {invoice.number}"
+                consequence = "Please pay it to avoid a restriction of your service."
+            else:
+                local = suspension_at.astimezone(zone(account.timezone))
+                subject = f"Notice of suspension: invoice {invoice.number}"
+                consequence = (f"Unless the amount is paid, your mobile service will be barred from {local:%d.%m.%Y %H:%M} "
+                               f"({account.timezone}), as §61 TKG allows. A payment at any time before or after restores it at once.")
             body = (f"Dear {customer.name if customer else 'customer'},\n\nour records show {open_amount} EUR open on invoice {invoice.number}, "
-                    f"due {invoice.due_at:%Y-%m-%d}. Please pay it to avoid a restriction of your service.\n\n({step_name})\n{self.settings.seller_name}")
-            record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="dunning.reminder",
-                         message=f"Dunning step {step_name}: reminder for invoice {invoice.number} ({open_amount} EUR open)",
+                    f"due {invoice.due_at:%Y-%m-%d}. {consequence}\n\n({step_name})\n{self.settings.seller_name}")
+            record_event(session, customer_id=account.customer_id, billing_account_id=account.id,
+                         kind="dunning.reminder" if suspension_at is None else "dunning.suspension_notice",
+                         message=f"Dunning step {step_name}: {subject.split(':')[0].lower()} for invoice {invoice.number} ({open_amount} EUR open)"
+                         + (f", barring from {suspension_at:%Y-%m-%d %H:%M} UTC" if suspension_at else ""),
                          data={"invoiceId": invoice_id, "step": step_name})
         if recipient:
             await self._notify(f"dunning:{invoice_id}:{step_name}", invoice_id, billing_account_id, recipient, subject, body, [])
 
     @activity.defn(name="set_service_barring")
     async def set_service_barring(self, billing_account_id: str, barring: str, reason_key: str) -> list[str]:
-        """Bars ("full"/"outgoing") or restores ("none") every live product of the account through the OSS."""
+        """Bars ("full"/"outgoing") or restores ("none") every live product of the account through the OSS.
+        A line the OSS refuses is reported and left as it is; the others are still changed."""
         with session_scope(self.db_url) as session:
             account = self._account(session, billing_account_id)
             live = (ProductStatus.ACTIVE, ProductStatus.SUSPENDED)
             products = list(session.exec(select(Product).where(Product.billing_account_id == billing_account_id, Product.status.in_(live))))
-        changed: list[str] = []
+        changed: list[Product] = []
+        refused: list[str] = []
         for product in products:
             try:
                 ref = await self.oss.set_barring(external_id=f"bar:{reason_key}:{product.id}", msisdn=product.msisdn, barring=barring)
             except OssUnavailable as error:
                 raise ApplicationError(f"OSS unavailable: {error}", type="OssUnavailable") from error
             except OssRejected as error:
-                raise ApplicationError(f"OSS rejected barring: {error}", type="OssRejected", non_retryable=True) from error
-            if ref.state not in ("completed",):
+                refused.append(f"{product.msisdn} ({error})")
+                continue
+            if ref.state != "completed":
                 raise ApplicationError(f"barring order {ref.id} is {ref.state}; retrying until completed", type="OssPending")
-            changed.append(product.msisdn)
+            changed.append(product)
         target = ProductStatus.ACTIVE if barring == "none" else ProductStatus.SUSPENDED
         with session_scope(self.db_url) as session:
-            for product in products:
+            for product in changed:
                 row = session.get(Product, product.id)
                 if row.status != target:
                     row.status, row.status_reason = target, None if target == ProductStatus.ACTIVE else "suspended for arrears"
                     session.add(row)
             verb = "restored" if barring == "none" else f"barred ({barring})"
+            msisdns = [p.msisdn for p in changed]
             record_event(session, customer_id=account.customer_id, billing_account_id=account.id,
                          kind="service.restored" if barring == "none" else "service.suspended",
-                         message=f"Service {verb} through the OSS for {', '.join(changed) or 'no live products'}", data={"msisdns": changed, "key": reason_key})
-        return changed
+                         message=f"Service {verb} through the OSS for {', '.join(msisdns) or 'no live products'}", data={"msisdns": msisdns, "key": reason_key})
+            if refused:
+                record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="service.barring_refused",
+                             message=f"The OSS refused to set barring {barring} for {', '.join(refused)}; staff must check these lines",
+                             data={"refused": refused, "key": reason_key})
+        return msisdns
 
     @activity.defn(name="record_account_event")
     def record_account_event(self, billing_account_id: str, kind: str, message: str) -> None:

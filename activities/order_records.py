@@ -4,11 +4,17 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from sqlmodel import Session, select
+from temporalio import activity
 
 from persistence.tables import BusinessEvent, CancelProductOrder, OrderStep, ProductOrder, ProductOrderItem
 
 
 def utcnow() -> datetime:
+    """Business time. Inside an activity it is when the workflow scheduled this attempt, i.e. the
+    workflow's own clock: an invoice is issued, and a notice sent, at the workflow's time, which is also
+    what makes these records testable under time skipping. Elsewhere it is the wall clock."""
+    if activity.in_activity():
+        return activity.info().current_attempt_scheduled_time.astimezone(timezone.utc)
     return datetime.now(timezone.utc)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime, timezone
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -99,7 +100,8 @@ class Demo:
         self.say(f"   product {product['id']} active on MSISDN {msisdn}; the OSS reports the line {service['state']}")
 
         # 2. usage
-        now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+        # Full precision: a record stamped before the activation instant would rightly be rejected.
+        now = datetime.now(timezone.utc).isoformat()
         batch = [
             {"id": f"demo-{tag}-call", "usageType": "voice", "usageDate": now, "usageCharacteristic": [{"name": "msisdn", "value": msisdn}, {"name": "duration", "value": 754}]},
             {"id": f"demo-{tag}-sms", "usageType": "sms", "usageDate": now, "usageCharacteristic": [{"name": "msisdn", "value": msisdn}, {"name": "messages", "value": 3}]},
@@ -126,7 +128,7 @@ class Demo:
         self.say(f"4. card payment {payment['id']} declined")
 
         # 5. reminder → suspension through the OSS
-        reminder = self.wait_for("a payment reminder", lambda: [e for e in self.events(account["id"]) if e["kind"] == "dunning.reminder"], 60)[0]
+        reminder = self.wait_for("a payment reminder", lambda: [e for e in self.events(account["id"]) if e["kind"] in ("dunning.reminder", "dunning.suspension_notice")], 60)[0]
         self.say(f"5. {reminder['message']}")
 
         def suspended():

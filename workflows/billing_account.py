@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from decimal import Decimal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.billing import BillingActivities
@@ -89,7 +91,7 @@ class BillingAccountWorkflow:
     def dunning_state(self) -> DunningView:
         if self.s is None:
             return DunningView(level="none", suspended=False, paused=False, invoice_id=None, next_step=None, next_step_at=None)
-        upcoming = next_due_step(self.s.profile.dunning, self.s.dunning)
+        upcoming = self._next_step(self._projected_dunning())
         d = self.s.dunning
         return DunningView(level=dunning_level(d), suspended=d.suspended, paused=d.paused, invoice_id=d.invoice_id,
                            next_step=upcoming[0].name if upcoming else None, next_step_at=upcoming[1] if upcoming else None)
@@ -117,11 +119,12 @@ class BillingAccountWorkflow:
                 s.period = next_period(s.cycle, s.period)
                 s.cycles_closed += 1
                 break
-            due = next_due_step(s.profile.dunning, s.dunning)
+            self._sync_overdue(now)
+            due = self._next_step()
             if due is not None and due[1] <= now:
                 await self._run_step(due[0])
                 continue
-            wake_at = min(s.period.end, due[1]) if due else s.period.end
+            wake_at = min(t for t in (s.period.end, due[1] if due else None, self._next_due_date(now)) if t is not None)
             self._woken = False
             try:
                 await workflow.wait_condition(lambda: self._woken, timeout=wake_at - now)
@@ -149,8 +152,11 @@ class BillingAccountWorkflow:
             return
         s.invoices_issued += 1
         await workflow.execute_activity_method(BillingActivities.send_invoice, issued.invoice_id, **EXTERNAL_CALL)
-        await self._charge(issued.invoice_id)
-        await self._refresh_balance(await workflow.execute_activity_method(BillingActivities.apply_payments, s.billing_account_id, **DB_CALL))
+        # Credit on the account pays first, so the card is charged only for what is still open.
+        await self._apply_payments()
+        if any(i.invoice_id == issued.invoice_id for i in s.open_invoices):
+            await self._charge(issued.invoice_id)
+            await self._apply_payments()
 
     async def _charge(self, invoice_id: str) -> ChargeOutcome:
         s = self.s
@@ -170,40 +176,99 @@ class BillingAccountWorkflow:
     async def _refresh_balance(self, view: BalanceView) -> None:
         """Keeps the dunning episode in line with what is actually open; settles it when its invoice is paid."""
         s = self.s
+        now = workflow.now()
         s.open_cents, s.open_invoices = view.open_cents, view.open_invoices
         open_ids = {i.invoice_id for i in view.open_invoices}
         if s.dunning.in_episode and s.dunning.invoice_id not in open_ids:
             s.dunning, restore = settle(s.dunning)
+            s.step_times = {}
             if restore:
-                await workflow.execute_activity_method(
-                    BillingActivities.set_service_barring, args=[s.billing_account_id, "none", f"restore:{workflow.now().isoformat()}"], **EXTERNAL_CALL
-                )
+                await self._safely(BillingActivities.set_service_barring, [s.billing_account_id, "none", f"restore:{now.isoformat()}"], "service.restore_failed")
         if not s.dunning.in_episode and view.open_invoices:
             oldest = view.open_invoices[0]
-            s.dunning = start_episode(s.dunning, oldest.invoice_id, oldest.due_at, from_minor(max(view.open_cents, 0)))
-        elif s.dunning.in_episode:
-            s.dunning = update_overdue(s.dunning, from_minor(max(view.open_cents, 0)))
+            s.dunning = start_episode(s.dunning, oldest.invoice_id, oldest.due_at, Decimal(0))
+            s.step_times = {}
+        self._sync_overdue(now)
+
+    def _overdue_cents(self, now) -> int:
+        # Only what is past its due date counts towards dunning thresholds (§61 TKG: arrears, not open items).
+        return sum(i.open_cents for i in self.s.open_invoices if i.due_at <= now)
+
+    def _sync_overdue(self, now) -> None:
+        if self.s.dunning.in_episode:
+            self.s.dunning = update_overdue(self.s.dunning, from_minor(self._overdue_cents(now)))
+
+    def _next_due_date(self, now):
+        upcoming = [i.due_at for i in self.s.open_invoices if i.due_at > now]
+        return min(upcoming) if upcoming else None
+
+    def _projected_dunning(self):
+        """The episode as it will stand once its invoice is due: what staff see as the next step before the due date."""
+        s = self.s
+        if not s.dunning.in_episode:
+            return s.dunning
+        due_by_then = sum(i.open_cents for i in s.open_invoices if i.due_at <= s.dunning.due_at)
+        return update_overdue(s.dunning, max(s.dunning.overdue_amount, from_minor(due_by_then)))
+
+    def _next_step(self, dunning=None):
+        """The next dunning step and when it may run. A suspension never comes sooner after the last written
+        notice actually sent than the policy plans between the two, however late the notice went out."""
+        s = self.s
+        due = next_due_step(s.profile.dunning, dunning or s.dunning)
+        if due is None or due[0].action != "suspend":
+            return due
+        step, at = due
+        notices = [n for n in s.profile.dunning.steps if n.action == "reminder" and n.after <= step.after and n.name in s.step_times]
+        if notices:
+            last = max(notices, key=lambda n: n.after)
+            at = max(at, s.step_times[last.name] + (step.after - last.after))
+        return step, at
+
+    def _suspension_announced_by(self, step: DunningStep):
+        """When a reminder is the last notice before a suspension that applies to this debt, the date it announces."""
+        later = [n for n in self.s.profile.dunning.steps if n.after > step.after or (n.after == step.after and n.name != step.name)]
+        suspend = next((n for n in later if n.action == "suspend"), None)
+        if suspend is None or self.s.dunning.overdue_amount < suspend.min_overdue:
+            return None
+        if any(n.action == "reminder" and n.after < suspend.after and n.after > step.after for n in later):
+            return None
+        return workflow.now() + (suspend.after - step.after)
 
     async def _run_step(self, step: DunningStep) -> None:
         s = self.s
+        # A payment may have been booked without reaching us (the API could not signal): look before acting.
+        await self._apply_payments()
+        self._sync_overdue(workflow.now())
+        due = self._next_step()
+        if due is None or due[0].name != step.name or due[1] > workflow.now():
+            return
         invoice_id = s.dunning.invoice_id
         if step.action == "reminder":
-            await workflow.execute_activity_method(BillingActivities.send_dunning_notice, args=[s.billing_account_id, invoice_id, step.name], **EXTERNAL_CALL)
+            await self._safely(BillingActivities.send_dunning_notice, [s.billing_account_id, invoice_id, step.name, self._suspension_announced_by(step)], "dunning.notice_failed")
         elif step.action == "retry_payment":
             if s.hard_declined:
                 # A lost card or revoked mandate will not pay on retry; charging again only adds fees.
-                await workflow.execute_activity_method(
-                    BillingActivities.record_account_event, args=[s.billing_account_id, "dunning.retry_skipped", f"{step.name}: retry skipped after a hard decline"], **DB_CALL
-                )
+                await self._event("dunning.retry_skipped", f"{step.name}: retry skipped after a hard decline")
             else:
                 await self._charge(invoice_id)
         elif step.action == "suspend":
-            await workflow.execute_activity_method(
-                BillingActivities.set_service_barring, args=[s.billing_account_id, "full", f"dunning:{invoice_id}:{step.name}"], **EXTERNAL_CALL
-            )
+            if not any(n.action == "reminder" for n in s.profile.dunning.steps if n.name in s.step_times):
+                await self._event("dunning.suspension_skipped", f"{step.name}: no written notice was sent in this episode, so no suspension")
+            else:
+                await self._safely(BillingActivities.set_service_barring, [s.billing_account_id, "full", f"dunning:{invoice_id}:{step.name}"], "service.suspend_failed")
         elif step.action == "terminate":
-            await workflow.execute_activity_method(
-                BillingActivities.record_account_event, args=[s.billing_account_id, "dunning.termination_due", f"{step.name}: contract termination is due; handed to staff"], **DB_CALL
-            )
+            await self._event("dunning.termination_due", f"{step.name}: contract termination is due; handed to staff")
+        s.step_times[step.name] = workflow.now()
         s.dunning = mark_step_done(s.dunning, step)
-        await self._refresh_balance(await workflow.execute_activity_method(BillingActivities.apply_payments, s.billing_account_id, **DB_CALL))
+        await self._apply_payments()
+
+    async def _safely(self, activity_method, args: list, failure_kind: str) -> None:
+        """Runs an outward action whose permanent failure must not stop the account's billing: it is recorded for staff."""
+        try:
+            await workflow.execute_activity_method(activity_method, args=args, **EXTERNAL_CALL)
+        except ActivityError as error:
+            cause = error.cause.message if isinstance(error.cause, ApplicationError) else str(error)
+            await self._event(failure_kind, f"{activity_method.__name__} failed: {cause}")
+
+    async def _event(self, kind: str, message: str) -> None:
+        await workflow.execute_activity_method(BillingActivities.record_account_event, args=[self.s.billing_account_id, kind, message], **DB_CALL)

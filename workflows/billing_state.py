@@ -26,5 +26,8 @@ class AccountState(BaseModel):
     # Attempts made per invoice, so a retry after continue-as-new gets a new attempt number (and idempotency key).
     charge_attempts: dict[str, int] = {}
     hard_declined: bool = False
+    # When each dunning step of the current episode actually ran: a suspension keeps its notice period
+    # from the moment the written notice really went out, not from when it was planned.
+    step_times: dict[str, datetime] = {}
     pending_payments: list[PaymentReceived] = []
     started_at: datetime | None = None
