@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -68,6 +69,10 @@ async def run_worker(settings: Settings | None = None) -> None:
     client = await connect(settings.temporal_address, settings.temporal_namespace)
     with ThreadPoolExecutor(max_workers=32) as executor:
         worker = build_worker(client, settings, executor)
+        # SIGTERM (docker stop, Kubernetes, `o2c up`) gets the same graceful shutdown as Ctrl-C:
+        # stop polling, give in-flight activities graceful_shutdown_timeout to finish.
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(worker.shutdown()))
         log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
         await worker.run()
 

@@ -44,7 +44,7 @@ def test_standard_profile(shipped):
     assert steps == [
         ("reminder", timedelta(days=3), "reminder", Decimal("0")),
         ("retry_payment", timedelta(days=7), "retry_payment", Decimal("0")),
-        ("suspension_notice", timedelta(days=7), "reminder", Decimal("0")),
+        ("suspension_notice", timedelta(days=7), "reminder", Decimal("100.00")),
         ("suspend", timedelta(days=21), "suspend", Decimal("100.00")),
     ]
 

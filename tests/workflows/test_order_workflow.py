@@ -10,14 +10,12 @@ from persistence.db import session_scope
 from persistence.tables import CancelProductOrder, MsisdnPoolEntry, OrderStep, Product, ProductOrder, ProductOrderItem
 from tests.support.records import create_billing_account, create_customer, create_order, now
 from workflows.messages import (
-    ORDER_WORKFLOW,
     SIGNAL_CANCEL_ORDER,
     CancelOrder,
     OrderInput,
     OrderItemInput,
     OrderStatus,
     billing_account_workflow_id,
-    order_workflow_id,
 )
 from adapters.temporal.client import WorkflowGateway
 
@@ -96,7 +94,6 @@ async def test_oss_failure_compensates_and_fails_the_order(running_worker, make_
 async def test_oss_that_never_calls_back_times_out_and_compensates(running_worker, make_settings, db_url, oss_http):
     settings = make_settings()
     async with running_worker(settings) as client:
-        customer_id = create_customer(db_url)
         await oss_http.post("/sim/rules", json={"match": {"productOfferingId": "mobile-s"}, "behaviour": "no-callback", "times": 1})
         handle, order = await _start(client, settings, db_url, ("mobile-s",), total_timeout_s=600)
         status = await handle.result()
