@@ -20,7 +20,8 @@ DISPOSITIONS: frozenset[str] = frozenset({"ANSWERED", "NO_ANSWER", "BUSY", "FAIL
 NOT_UTF8 = "not_utf8"
 MALFORMED_CSV = "malformed_csv"  # quoting the csv module cannot read, e.g. an unterminated quote
 WRONG_COLUMN_COUNT = "wrong_column_count"
-MISSING_ID = "missing_id"  # the dedup key (or part of it) is empty or unusable
+MISSING_ID = "missing_id"  # the dedup key (or a part of it) is empty
+INVALID_ID = "invalid_id"  # the dedup key is present but unusable (too long, not a number where one is required)
 INVALID_TIMESTAMP = "invalid_timestamp"
 INVALID_DURATION = "invalid_duration"
 INVALID_MSISDN = "invalid_msisdn"  # the served subscriber is not an E.164 number
@@ -30,7 +31,7 @@ INVALID_RATING_GROUP = "invalid_rating_group"
 INVALID_PLMN = "invalid_plmn"
 
 REASON_CODES: frozenset[str] = frozenset({
-    NOT_UTF8, MALFORMED_CSV, WRONG_COLUMN_COUNT, MISSING_ID, INVALID_TIMESTAMP, INVALID_DURATION,
+    NOT_UTF8, MALFORMED_CSV, WRONG_COLUMN_COUNT, MISSING_ID, INVALID_ID, INVALID_TIMESTAMP, INVALID_DURATION,
     INVALID_MSISDN, UNKNOWN_DISPOSITION, INVALID_VOLUME, INVALID_RATING_GROUP, INVALID_PLMN,
 })
 

@@ -25,12 +25,14 @@ _UTC_NAMES = frozenset({"UTC", "Etc/UTC"})
 _HOUR_END = timedelta(minutes=59, seconds=59)
 _MAX_CACHED_HOURS = 100_000  # a year of hours is ~8,800; the bound only keeps a runaway input in check
 _MIXED = timedelta.max  # cache marker: this hour contains a DST transition
+_SEPARATORS = "-- ::"
 
 
 def has_wall_clock_shape(text: str) -> bool:
     """"YYYY-MM-DD HH:MM:SS" exactly. datetime.fromisoformat alone would also take ISO week dates,
     fractions and offsets, which no switch writes here and which would hide a wrong column."""
-    return len(text) == 19 and text[4] == "-" == text[7] and text[10] == " " and text[13] == ":" == text[16]
+    # Characters 4, 7, 10, 13 and 16 are the separators; one slice compares them all at C speed.
+    return len(text) == 19 and text[4::3] == _SEPARATORS
 
 
 def unknown_zone_error(tz_name: str) -> ValueError:
@@ -53,15 +55,21 @@ class SwitchClock:
 
     def check(self, text: str) -> None:
         """Validate a timestamp o2c does not otherwise use (answer, end) without converting it."""
-        if not has_wall_clock_shape(text):
+        if len(text) != 19 or text[4::3] != _SEPARATORS:  # has_wall_clock_shape, inlined: runs twice a record
             raise ValueError(f"{text!r} is not a YYYY-MM-DD HH:MM:SS timestamp")
-        datetime.fromisoformat(text)  # raises for a date or time out of range
+        try:
+            datetime.fromisoformat(text)
+        except ValueError as exc:  # a date or time out of range, a letter for a digit
+            raise ValueError(f"{text!r} is not a valid date and time ({exc})") from None
 
     def to_utc(self, text: str) -> datetime:
-        if not has_wall_clock_shape(text):
+        if len(text) != 19 or text[4::3] != _SEPARATORS:  # has_wall_clock_shape, inlined
             raise ValueError(f"{text!r} is not a YYYY-MM-DD HH:MM:SS timestamp")
         # Read as UTC first: fromisoformat with an offset is ~5x faster than .replace(tzinfo=...).
-        as_utc = datetime.fromisoformat(text + "+00:00")
+        try:
+            as_utc = datetime.fromisoformat(text + "+00:00")
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not a valid date and time ({exc})") from None
         if self._utc:
             return as_utc
         hour = text[:13]

@@ -57,6 +57,8 @@ def _up(_: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from o2c_cli.demo import run_demo
 
+    # The demo prints its own story; per-request HTTP logs would drown it.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     sys.exit(run_demo(args.api, args.oss, args.api_key))
 
 

@@ -29,7 +29,7 @@ def temporal_command(var_dir: Path, host: str, port: int) -> list[str]:
     command = [
         temporal_binary(), "server", "start-dev",
         "--db-filename", str(var_dir / "temporal.db"),
-        "--ip", host, "--port", str(port), "--ui-port", str(TEMPORAL_UI_PORT), "--log-level", "warn",
+        "--ip", host, "--port", str(port), "--ui-port", str(TEMPORAL_UI_PORT), "--log-level", "error",
     ]
     for name in SEARCH_ATTRIBUTES:
         command += ["--search-attribute", f"{name}=Keyword"]
