@@ -19,6 +19,13 @@ MIN_DIGITS = 7
 MAX_DIGITS = 15
 
 
+def check_country_code(country_code: str) -> None:
+    """Parsers call this once, up front, so a typo in configuration fails loudly instead of
+    turning every national number into a wrong one."""
+    if not (country_code.isdigit() and country_code.isascii()) or not 1 <= len(country_code) <= 3 or country_code[0] == "0":
+        raise ValueError(f"country code must be 1-3 digits without a leading 0 (e.g. '49'), got {country_code!r}")
+
+
 def normalise_number(raw: str, country_code: str = "49") -> str | None:
     # Fast path: what a switch configured for E.164 writes, already clean.
     if raw.isdigit() and raw.isascii() and raw[0] != "0":

@@ -14,12 +14,12 @@ A header without the required columns is not a line problem but a file problem: 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime, timezone as dt_timezone
+from datetime import datetime
 from typing import NamedTuple
 
 from mediation.csvlines import Row, read_rows, reject
 from mediation.fields import MAX_ID_LENGTH, MAX_OCTETS, MAX_SECONDS, count_problem, parse_count
-from mediation.numbers import normalise_number
+from mediation.numbers import check_country_code, normalise_number
 from mediation.records import (
     INVALID_DURATION,
     INVALID_ID,
@@ -33,16 +33,13 @@ from mediation.records import (
     RejectedLine,
     UsageEvent,
 )
-from mediation.timestamps import SwitchClock
-from mediation.voice import check_country_code
+from mediation.timestamps import UTC, SwitchClock
 
 FORMAT = "pgw"
 REQUIRED_COLUMNS = ("servedMSISDN", "chargingID", "nodeID", "recordSequenceNumber", "recordOpeningTime", "duration",
                     "ratingGroup", "datavolumeFBCUplink", "datavolumeFBCDownlink")
 OPTIONAL_COLUMNS = ("servingNodePLMN", "userLocationInformation")
 MAX_UINT32 = 2**32 - 1  # chargingID and ratingGroup are 32-bit unsigned in TS 32.298 / 32.299
-
-UTC = dt_timezone.utc
 
 
 class HeaderError(ValueError):

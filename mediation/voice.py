@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from mediation.csvlines import reject
 from mediation.fields import MAX_SECONDS, count_problem, id_problem, parse_count
-from mediation.numbers import normalise_number
+from mediation.numbers import check_country_code, normalise_number
 from mediation.records import (
     INVALID_DURATION,
     INVALID_MSISDN,
@@ -34,11 +34,6 @@ class VoiceColumns:
     duration: str
     billsec: str
     disposition: str
-
-
-def check_country_code(country_code: str) -> None:
-    if not (country_code.isdigit() and country_code.isascii()) or not 1 <= len(country_code) <= 3 or country_code[0] == "0":
-        raise ValueError(f"country code must be 1-3 digits without a leading 0 (e.g. '49'), got {country_code!r}")
 
 
 class VoiceEvents:
