@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--oss", default="http://127.0.0.1:8100")
     demo.add_argument("--api-key", default="dev-admin-key")
     demo.set_defaults(func=_demo)
+    from o2c_cli import mediation_cmds  # import-cdrs, mediate
+
+    mediation_cmds.register(sub)
     return parser
 
 

@@ -256,3 +256,30 @@ class BusinessEvent(SQLModel, table=True):
     message: str
     data: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     at: datetime = _utc(index=True)
+
+
+class ImportedFile(SQLModel, table=True):
+    """One CDR file's import, keyed by the SHA-256 of its content, so the same bytes are imported
+    once however often the file is dropped or the importer restarts. Each batch of lines commits
+    together with `last_line_no` and the counts, so an import cut off mid-file resumes after the
+    last committed line instead of starting over."""
+
+    __tablename__ = "imported_file"
+    sha256: str = Field(primary_key=True)
+    file_name: str
+    format: str | None = None  # asterisk | freeswitch | pgw; None until detected
+    source: str | None = None  # the record-id namespace ("<source>:<key>")
+    timezone: str | None = None  # the switch clock's zone the file was read in
+    status: str = Field(index=True)  # processing | done | failed
+    size_bytes: int = Field(default=0, sa_type=BigInteger)
+    last_line_no: int = 0  # every line up to and including this one is committed
+    lines: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    not_charged: int = 0  # calls that were not answered: counted, never charged
+    rejected_parse: int = 0
+    rejected_window: int = 0
+    rejected_rating: int = 0
+    started_at: datetime = _utc()
+    finished_at: datetime | None = _utc(default=None, nullable=True)
+    error: str | None = None
