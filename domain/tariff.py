@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -425,11 +425,3 @@ class TariffBook(_Frozen):
 def parse_tariff_book(data: object) -> TariffBook:
     """Validate raw tariff data (as read from YAML); raises pydantic.ValidationError with field paths."""
     return TariffBook.model_validate(data)
-
-
-def utc_seconds(instant: datetime) -> int:
-    """Whole seconds since the Unix epoch, floored, without going through a float."""
-    return (instant - _EPOCH) // timedelta(seconds=1)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=ZoneInfo("UTC"))

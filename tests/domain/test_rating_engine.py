@@ -245,7 +245,7 @@ def test_bands_follow_the_subscriber_time_zone():
 # --- dispositions and 0-second calls ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("disposition", ["NO ANSWER", "BUSY", "FAILED", "CONGESTION"])
+@pytest.mark.parametrize("disposition", ["NO ANSWER", "NO_ANSWER", "BUSY", "FAILED", "CONGESTION"])
 def test_unanswered_calls_cost_nothing_and_use_no_allowance(disposition):
     run = rate_events([RatingEvent.voice("c", berlin(2026, 3, 3, 10, 0), 45, PREMIUM, disposition=disposition)],
                       TARIFF, Allowances(voice_minutes=10), holidays=HOLIDAYS)

@@ -7,7 +7,7 @@ It shares no code with the engine, only the tariff data.
 Window: 27 March to 7 April 2026 in Berlin: the spring DST change, weekends, Good Friday and
 Easter Monday, so band changes, holidays and DST all occur.
 """
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from functools import lru_cache
@@ -23,8 +23,13 @@ from domain.tariff import Tariff
 
 BERLIN = ZoneInfo("Europe/Berlin")
 HOLIDAYS = frozenset({date(2026, 4, 3), date(2026, 4, 6)})
-WINDOW_START = datetime(2026, 3, 27, tzinfo=BERLIN)
+WINDOW_START = datetime(2026, 3, 27, tzinfo=BERLIN).astimezone(UTC)
 WINDOW_S = 11 * 86_400
+# Local midnights, 08:00 and 19:00 of every day in the window: starts near them make calls
+# cross band boundaries far more often than uniform starts would.
+BOUNDARIES = [datetime.combine(date(2026, 3, 27) + timedelta(days=d), time(h), tzinfo=BERLIN).astimezone(UTC)
+              for d in range(11) for h in (0, 8, 19)]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PLAN = Allowances(voice_minutes=5, sms=3, data_mb=2)
 EU_CAP = 1_500_000
 SETTINGS = settings(max_examples=60, deadline=None)
@@ -38,7 +43,8 @@ def national(price: str) -> dict:
     return {"intervals": intervals((0, price, 60, 60), (60, price, 60, 1))}
 
 
-def tariff(decimals: int, method: str, prices: tuple[str, str, str, str] = ("0.09", "0.05", "0.03", "0.017")) -> Tariff:
+def tariff(decimals: int, method: str, prices: tuple[str, str, str, str] = ("0.09", "0.05", "0.03", "0.017"),
+           thirty_ten: str = "0.23", surcharge: str = "0.77") -> Tariff:
     peak, offpeak, weekend, holiday = prices
     return Tariff.model_validate({
         "id": "prop", "version": "1",
@@ -57,14 +63,14 @@ def tariff(decimals: int, method: str, prices: tuple[str, str, str, str] = ("0.0
                          "weekend": national(weekend), "holiday": national(holiday)},
             "premium": {"max_cost": "1.5", "default": {"connect_fee": "0.25", "intervals": intervals((0, "0.99", 60, 1))}},
             "intl": {"default": {"intervals": intervals((0, "0.19", 60, 60))}},
-            "thirty_ten": {"default": {"connect_fee": "0.015", "intervals": intervals((0, "0.23", 60, 30), (30, "0.23", 60, 10))}},
+            "thirty_ten": {"default": {"connect_fee": "0.015", "intervals": intervals((0, thirty_ten, 60, 30), (30, thirty_ten, 60, 10))}},
         },
         "sms": {"national": {"price": "0.09", "in_bundle": True}, "premium": {"price": "0.19"},
                 "intl": {"price": "0.06"}, "thirty_ten": {"price": "0.06"}},
         "data": {"price": "0.0123", "unit": "MB", "increment_kb": 10, "in_bundle": True},
         "roaming": {"zones": [
             {"id": "eu", "roam_like_at_home": True, "rlah_voice_group": "national", "rlah_sms_group": "national",
-             "fair_use": {"wholesale_cap_per_gb": "1.10", "surcharge_per_gb": "0.77"}, "countries": ["FR"]},
+             "fair_use": {"wholesale_cap_per_gb": "1.10", "surcharge_per_gb": surcharge}, "countries": ["FR"]},
             {"id": "world", "countries": ["US"], "voice": {"default": {"intervals": intervals((0, "1.49", 60, 60))}},
              "sms": {"price": "0.49"}, "data": {"price": "0.99", "unit": "GB", "increment_kb": 100}},
         ]},
@@ -72,8 +78,9 @@ def tariff(decimals: int, method: str, prices: tuple[str, str, str, str] = ("0.0
 
 
 TARIFFS = [tariff(4, "half_up"), tariff(2, "up"), tariff(6, "down"), tariff(3, "half_up")]
-# Per-second prices exact in micro-units (0.06/min = 0.001/s), 6 decimals: rounding is exact.
-EXACT_TARIFF = tariff(6, "half_up", ("0.12", "0.06", "0.03", "0.018"))
+# Every increment's price exact in micro-units (0.06/min = 0.001/s, 1.00/GB = 0.00001 per 10 kB),
+# 6 decimals: no rounding happens at all.
+EXACT_TARIFF = tariff(6, "half_up", ("0.12", "0.06", "0.03", "0.018"), thirty_ten="0.24", surcharge="1.00")
 
 NUMBERS = ["4915112345678", "49301234567", "49900123456", "33612345678", "43660123456", "12125550100"]
 ZONES = [None, None, None, "FR", "US"]
@@ -82,13 +89,17 @@ DISPOSITIONS = ["ANSWERED"] * 5 + ["BUSY", "NO ANSWER"]
 
 @st.composite
 def cycles(draw) -> list[RatingEvent]:
+    starts = st.one_of(
+        st.integers(0, WINDOW_S).map(lambda s: WINDOW_START + timedelta(seconds=s)),
+        st.tuples(st.sampled_from(BOUNDARIES), st.integers(-700, 90)).map(lambda b: b[0] + timedelta(seconds=b[1])),
+    )
     raw = draw(st.lists(st.tuples(
-        st.integers(0, WINDOW_S), st.integers(0, 2), st.sampled_from(["voice", "voice", "sms", "data"]),
+        starts, st.integers(0, 2), st.sampled_from(["voice", "voice", "sms", "data"]),
         st.integers(0, 700), st.sampled_from(NUMBERS), st.sampled_from(ZONES), st.sampled_from(DISPOSITIONS),
     ), max_size=25))
     events = []
-    for index, (offset, micro, kind, q, number, zone, disposition) in enumerate(raw):
-        start = WINDOW_START + timedelta(seconds=offset, microseconds=micro)
+    for index, (instant, micro, kind, q, number, zone, disposition) in enumerate(raw):
+        start = instant + timedelta(microseconds=micro)
         record_id = f"r{index:03d}"
         if kind == "voice":
             events.append(RatingEvent.voice(record_id, start, q, number, zone=zone, disposition=disposition))
@@ -145,9 +156,10 @@ def reference(events: list[RatingEvent], t: Tariff, limits: Allowances = PLAN, e
                 group = zone.voice
             elif zone is not None and dest.zone == "eu":
                 group = t.voice[zone.rlah_voice_group]
-            t0 = int(e.start.timestamp())  # whole seconds; starts here are whole seconds plus micros
+            t0 = (e.start - EPOCH) // timedelta(seconds=1)
             exact = micros(group.for_band(ref_band(t0 // 60)).connect_fee)
             billed = free = 0
+            charged_seconds: dict[tuple[Decimal, int], int] = {}  # (price per unit, unit) -> seconds
             layout = group.default.intervals
             for i, interval in enumerate(layout):
                 end = layout[i + 1].start_s if i + 1 < len(layout) else e.quantity
@@ -161,8 +173,10 @@ def reference(events: list[RatingEvent], t: Tariff, limits: Allowances = PLAN, e
                             left["voice"] -= 1
                             free += 1
                         else:
-                            exact += micros(rate.price_per_unit) / rate.unit_s
+                            key = (rate.price_per_unit, rate.unit_s)
+                            charged_seconds[key] = charged_seconds.get(key, 0) + 1
                     offset += interval.increment_s
+            exact += sum((micros(price) * seconds / unit for (price, unit), seconds in charged_seconds.items()), Fraction(0))
             out[e.record_id] = (billed, free, *capped(exact, group.max_cost, t))
         elif e.kind == "sms":
             rate = t.sms[dest.group]
@@ -275,7 +289,7 @@ def test_rounding_never_loses_or_creates_a_cent_across_a_cycle(events, t):
 @given(cycles())
 def test_with_micro_exact_prices_the_invoice_total_equals_the_exact_total_to_the_cent(events):
     results = run(events, EXACT_TARIFF).results
-    exact_total = sum(v[2] for v in reference(events, EXACT_TARIFF).values())
+    exact_total = sum((v[2] for v in reference(events, EXACT_TARIFF).values()), Fraction(0)) / 1_000_000
     total = sum((r.amount for r in results), Decimal(0))
     assert Fraction(total) == exact_total
     assert to_cents(total) == to_cents(Decimal(exact_total.numerator) / Decimal(exact_total.denominator))
