@@ -13,7 +13,7 @@ from adapters.temporal.client import WorkflowGateway, connect
 from api import errors
 from api.auth import KeyRing
 from api.deps import AppContext
-from api.routers import billing_accounts, bills, catalog, customers, health, orders, oss_callback, payments, products, usage
+from api.routers import billing_accounts, bills, catalog, customers, health, orders, oss_callback, payments, products, rejected_usage, usage
 from config.catalog_loader import load_catalog
 from config.profiles import load_billing_profiles
 from config.settings import Settings, get_settings
@@ -22,7 +22,7 @@ from services.workflows import LazyWorkflows
 
 log = logging.getLogger(__name__)
 
-ROUTERS = (health, customers, billing_accounts, catalog, orders, products, oss_callback, usage, bills, payments)
+ROUTERS = (health, customers, billing_accounts, catalog, orders, products, oss_callback, usage, rejected_usage, bills, payments)
 
 
 def create_app(settings: Settings | None = None, *, workflows: WorkflowGateway | None = None) -> FastAPI:

@@ -35,7 +35,8 @@ ROLE_GRANTS: dict[str, dict[str, frozenset[str]]] = {
         "product": R,
         "usage": RW,
     },
-    "support": {resource: R for resource in RESOURCES if resource != "ossCallback"},
+    # support reads everything, and recycles rejected usage once the cause is fixed (its only write).
+    "support": {**{resource: R for resource in RESOURCES if resource != "ossCallback"}, "rejectedUsage": RW},
     "finance": {"payment": RW, "customerBill": R},
     "oss": {"ossCallback": W},
 }

@@ -283,3 +283,19 @@ class ImportedFile(SQLModel, table=True):
     started_at: datetime = _utc()
     finished_at: datetime | None = _utc(default=None, nullable=True)
     error: str | None = None
+
+
+class RejectedUsageRecycle(SQLModel, table=True):
+    """One attempt to recycle a rejected usage record (TMF635 status `recycled`). Append-only: the
+    rejected_usage row stays as it was received, and its current status is derived from these rows
+    (services.usage_recycle), so the history of every attempt is kept."""
+
+    __tablename__ = "rejected_usage_recycle"
+    id: int | None = Field(default=None, primary_key=True)
+    rejected_id: int = Field(foreign_key="rejected_usage.id", index=True)
+    attempted_at: datetime = _utc()
+    outcome: str  # accepted | duplicate | not_charged | rejected
+    new_reason_code: str | None = None  # why it was rejected again (outcome rejected)
+    new_reason: str | None = None
+    usage_record_id: str | None = None  # the stored usage record (accepted, duplicate)
+    recycled_by: str
