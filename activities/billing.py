@@ -24,7 +24,7 @@ from domain.payments import ChargeRequest, parse_payment_method
 from domain.products import ProductStatus
 from persistence.db import session_scope
 from persistence.tables import BillingAccount, Customer, Invoice, Notification, Payment, Product
-from workflows.messages import AccountSetup, BalanceView, ChargeOutcome, IssuedInvoice
+from workflows.messages import AccountSetup, BalanceView, ChargeOutcome, IssuedInvoice, SpendingThresholdCrossed
 
 
 class BillingActivities:
@@ -166,6 +166,23 @@ class BillingActivities:
         if recipient:
             await self._notify(f"dunning:{invoice_id}:{step_name}", invoice_id, billing_account_id, recipient, subject, body, [])
 
+    @activity.defn(name="send_spending_notice")
+    async def send_spending_notice(self, billing_account_id: str, event: SpendingThresholdCrossed) -> None:
+        with session_scope(self.db_url) as session:
+            account = self._account(session, billing_account_id)
+            customer = session.get(Customer, account.customer_id)
+            recipient = account.email or (customer.email if customer else None)
+            consequence = (" Outgoing use is barred until the next cycle starts." if event.hard_cap and event.threshold_percent >= 100 else "")
+            subject = f"You have used {event.threshold_percent} % of your spending limit"
+            body = (f"Dear {customer.name if customer else 'customer'},\n\nyour usage this cycle has reached {event.usage_cost} EUR "
+                    f"of your {event.limit} EUR limit ({event.threshold_percent} %).{consequence}\n\n{self.settings.seller_name}")
+            record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="spending.threshold",
+                         message=f"Spending limit {event.threshold_percent} % reached: {event.usage_cost} of {event.limit} EUR" + consequence,
+                         data={"periodStart": event.period_start.isoformat(), "percent": event.threshold_percent})
+        if recipient:
+            key = f"spending:{billing_account_id}:{event.period_start.isoformat()}:{event.threshold_percent}"
+            await self._notify(key, None, billing_account_id, recipient, subject, body, [])
+
     @activity.defn(name="set_service_barring")
     async def set_service_barring(self, billing_account_id: str, barring: str, reason_key: str) -> list[str]:
         """Bars ("full"/"outgoing") or restores ("none") every live product of the account through the OSS.
@@ -211,7 +228,7 @@ class BillingActivities:
             account = self._account(session, billing_account_id)
             record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind=kind, message=message)
 
-    async def _notify(self, key: str, invoice_id: str, billing_account_id: str, recipient: str, subject: str, body: str, attachments: list) -> None:
+    async def _notify(self, key: str, invoice_id: str | None, billing_account_id: str, recipient: str, subject: str, body: str, attachments: list) -> None:
         with session_scope(self.db_url) as session:
             if session.get(Notification, key) is not None:
                 return

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         QUERY_DUNNING_STATE,
         SIGNAL_PAYMENT_RECEIVED,
         SIGNAL_PRODUCT_ACTIVATED,
+        SIGNAL_SPENDING_THRESHOLD,
         AccountSummary,
         BalanceView,
         BillingAccountInput,
@@ -37,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         DunningView,
         PaymentReceived,
         ProductActivated,
+        SpendingThresholdCrossed,
     )
 
 DB_CALL = {"start_to_close_timeout": timedelta(seconds=60), "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1))}
@@ -53,6 +55,7 @@ class BillingAccountWorkflow:
         # Signals can arrive before run() has loaded the account; they wait here.
         self._new_products: list[ProductActivated] = []
         self._payments: list[PaymentReceived] = []
+        self._spending: list[SpendingThresholdCrossed] = []
         self._woken = False
 
     @workflow.signal(name=SIGNAL_PRODUCT_ACTIVATED)
@@ -63,6 +66,11 @@ class BillingAccountWorkflow:
     @workflow.signal(name=SIGNAL_PAYMENT_RECEIVED)
     def payment_received(self, payment: PaymentReceived) -> None:
         self._payments.append(payment)
+        self._woken = True
+
+    @workflow.signal(name=SIGNAL_SPENDING_THRESHOLD)
+    def spending_threshold_crossed(self, event: SpendingThresholdCrossed) -> None:
+        self._spending.append(event)
         self._woken = True
 
     @workflow.query(name=QUERY_ACCOUNT_SUMMARY)
@@ -108,16 +116,20 @@ class BillingAccountWorkflow:
             )
         s = self.s
         self._payments = s.pending_payments + self._payments
-        s.pending_payments = []
+        self._spending = s.pending_spending + self._spending
+        s.pending_payments, s.pending_spending = [], []
         while True:
             self._take_products()
             if self._payments:
                 await self._apply_payments()
+            if self._spending:
+                await self._handle_spending()
             now = workflow.now()
             if now >= s.period.end:
                 await self._close_cycle()
                 s.period = next_period(s.cycle, s.period)
                 s.cycles_closed += 1
+                await self._lift_spending_cap()
                 break
             self._sync_overdue(now)
             due = self._next_step()
@@ -132,7 +144,7 @@ class BillingAccountWorkflow:
                 pass
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._take_products()
-        s.pending_payments = list(self._payments)
+        s.pending_payments, s.pending_spending = list(self._payments), list(self._spending)
         workflow.continue_as_new(BillingAccountInput(billing_account_id=s.billing_account_id, customer_id=s.customer_id, carried_state=s.model_dump(mode="json")))
 
     def _take_products(self) -> None:
@@ -182,7 +194,8 @@ class BillingAccountWorkflow:
         if s.dunning.in_episode and s.dunning.invoice_id not in open_ids:
             s.dunning, restore = settle(s.dunning)
             s.step_times = {}
-            if restore:
+            # A hard spending cap still in force keeps the lines barred until its cycle ends.
+            if restore and s.spending_barred_period is None:
                 await self._safely(BillingActivities.set_service_barring, [s.billing_account_id, "none", f"restore:{now.isoformat()}"], "service.restore_failed")
         if not s.dunning.in_episode and view.open_invoices:
             oldest = view.open_invoices[0]
@@ -261,6 +274,34 @@ class BillingAccountWorkflow:
         s.step_times[step.name] = workflow.now()
         s.dunning = mark_step_done(s.dunning, step)
         await self._apply_payments()
+
+    async def _handle_spending(self) -> None:
+        """Each threshold of a cycle is told once; a hard cap reached in the current cycle bars outgoing use."""
+        s = self.s
+        events, self._spending = self._spending, []
+        for event in events:
+            key = f"{event.period_start.isoformat()}:{event.threshold_percent}"
+            if key in s.spending_notified or event.period_start < s.period.start:
+                continue
+            s.spending_notified.append(key)
+            await self._safely(BillingActivities.send_spending_notice, [s.billing_account_id, event], "spending.notice_failed")
+            if event.hard_cap and event.threshold_percent >= 100 and s.spending_barred_period is None:
+                s.spending_barred_period = event.period_start
+                await self._safely(
+                    BillingActivities.set_service_barring, [s.billing_account_id, "outgoing", f"spending:{event.period_start.isoformat()}"], "service.suspend_failed"
+                )
+
+    async def _lift_spending_cap(self) -> None:
+        """A new cycle starts with a fresh limit: lift the cap's barring unless dunning holds the lines barred."""
+        s = self.s
+        s.spending_notified = [k for k in s.spending_notified if k >= s.period.start.isoformat()]
+        if s.spending_barred_period is None:
+            return
+        s.spending_barred_period = None
+        if not s.dunning.suspended:
+            await self._safely(
+                BillingActivities.set_service_barring, [s.billing_account_id, "none", f"spending-lifted:{s.period.start.isoformat()}"], "service.restore_failed"
+            )
 
     async def _safely(self, activity_method, args: list, failure_kind: str) -> None:
         """Runs an outward action whose permanent failure must not stop the account's billing: it is recorded for staff."""

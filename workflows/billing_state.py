@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from domain.billing_cycle import BillingPeriod, CycleSpec
 from domain.billing_profile import BillingProfile
 from domain.dunning import DunningState
-from workflows.messages import OpenInvoice, PaymentReceived, ProductActivated
+from workflows.messages import OpenInvoice, PaymentReceived, ProductActivated, SpendingThresholdCrossed
 
 
 class AccountState(BaseModel):
@@ -30,4 +30,9 @@ class AccountState(BaseModel):
     # from the moment the written notice really went out, not from when it was planned.
     step_times: dict[str, datetime] = {}
     pending_payments: list[PaymentReceived] = []
+    pending_spending: list[SpendingThresholdCrossed] = []
+    # "<period start>:<percent>" of every spending notice already sent, so a repeated signal sends nothing.
+    spending_notified: list[str] = []
+    # The period whose hard spending cap barred the lines; lifted when the next cycle starts.
+    spending_barred_period: datetime | None = None
     started_at: datetime | None = None

@@ -19,6 +19,7 @@ SIGNAL_CANCEL_ORDER = "cancel_order"
 SIGNAL_PRODUCT_ACTIVATED = "product_activated"
 SIGNAL_PAYMENT_RECEIVED = "payment_received"
 SIGNAL_PAYMENT_METHOD_UPDATED = "payment_method_updated"
+SIGNAL_SPENDING_THRESHOLD = "spending_threshold_crossed"
 QUERY_ORDER_STATUS = "order_status"
 QUERY_ACCOUNT_SUMMARY = "account_summary"
 QUERY_CURRENT_CYCLE = "current_cycle"
@@ -150,3 +151,13 @@ class AccountSetup(BaseModel):
     profile: BillingProfile
     cycle: CycleSpec
     customer_email: str | None = None
+
+
+class SpendingThresholdCrossed(BaseModel):
+    """Usage cost in a cycle reached a share of the account's spending limit (sent once per crossing by ingestion)."""
+
+    period_start: datetime
+    threshold_percent: int
+    usage_cost: Decimal
+    limit: Decimal
+    hard_cap: bool = False

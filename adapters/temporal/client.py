@@ -13,6 +13,7 @@ from workflows.messages import (
     SIGNAL_OSS_UPDATE,
     SIGNAL_PAYMENT_RECEIVED,
     SIGNAL_PRODUCT_ACTIVATED,
+    SIGNAL_SPENDING_THRESHOLD,
     BillingAccountInput,
     CancelOrder,
     OrderInput,
@@ -20,6 +21,7 @@ from workflows.messages import (
     OssUpdate,
     PaymentReceived,
     ProductActivated,
+    SpendingThresholdCrossed,
     billing_account_workflow_id,
     order_workflow_id,
 )
@@ -81,3 +83,6 @@ class WorkflowGateway:
 
     async def payment_received(self, billing_account_id: str, payment: PaymentReceived) -> None:
         await self.client.get_workflow_handle(billing_account_workflow_id(billing_account_id)).signal(SIGNAL_PAYMENT_RECEIVED, payment)
+
+    async def spending_threshold(self, billing_account_id: str, event: SpendingThresholdCrossed) -> None:
+        await self.client.get_workflow_handle(billing_account_workflow_id(billing_account_id)).signal(SIGNAL_SPENDING_THRESHOLD, event)
