@@ -18,6 +18,7 @@ from adapters.payments.factory import build_gateway
 from adapters.temporal.client import connect
 from config.catalog_loader import load_catalog
 from config.profiles import load_billing_profiles
+from config.tariff_loader import check_offerings, load_tariff_book
 from config.settings import Settings, get_settings
 from persistence.db import migrate
 from workflows.billing_account import BillingAccountWorkflow
@@ -41,6 +42,8 @@ def activities_of(*holders: object) -> list:
 
 def build_activities(settings: Settings, profiles: dict | None = None) -> list:
     catalog = load_catalog(settings.catalog_path)
+    # Fail at start, not at the first usage record, when an offering names a tariff that does not exist.
+    check_offerings(catalog, load_tariff_book())
     oss = HttpOssClient(settings.oss_base_url, callback_url=f"{settings.public_base_url}/tmf-api/serviceOrdering/v4/listener/serviceOrderStateChangeEvent")
     gateway = build_gateway(settings.stripe_api_key, settings.stripe_api_base, settings.sepa_settle_delay_s)
     notifier = SmtpNotifier(settings.smtp_host, settings.smtp_port, settings.mail_from)

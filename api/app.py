@@ -16,6 +16,7 @@ from api.deps import AppContext
 from api.routers import billing_accounts, bills, catalog, customers, health, orders, oss_callback, payments, products, rejected_usage, usage
 from config.catalog_loader import load_catalog
 from config.profiles import load_billing_profiles
+from config.tariff_loader import check_offerings, load_tariff_book
 from config.settings import Settings, get_settings
 from persistence.db import migrate
 from services.workflows import LazyWorkflows
@@ -28,6 +29,8 @@ ROUTERS = (health, customers, billing_accounts, catalog, orders, products, oss_c
 def create_app(settings: Settings | None = None, *, workflows: WorkflowGateway | None = None) -> FastAPI:
     settings = settings or get_settings()
     catalog_ = load_catalog(settings.catalog_path)
+    tariffs = load_tariff_book()
+    check_offerings(catalog_, tariffs)
     profiles = load_billing_profiles()
     keys = KeyRing(settings.api_keys)
     migrate(settings.database_url)
@@ -44,7 +47,7 @@ def create_app(settings: Settings | None = None, *, workflows: WorkflowGateway |
         description="Order-to-cash for telecom operators: TM Forum Open API v4 (TMF620, 622, 629, 635, 637, 641 listener, 666, 676, 678). "
         "Every route except /health and the docs needs an X-API-Key header.",
     )
-    app.state.o2c = AppContext(settings=settings, catalog=catalog_, profiles=profiles, keys=keys, workflows=lazy)
+    app.state.o2c = AppContext(settings=settings, catalog=catalog_, profiles=profiles, keys=keys, workflows=lazy, tariffs=tariffs)
     errors.install(app)
     for module in ROUTERS:
         app.include_router(module.router)

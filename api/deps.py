@@ -14,6 +14,7 @@ from api.errors import ApiError
 from config.settings import Settings
 from domain.billing_profile import BillingProfile
 from domain.catalog import Catalog
+from domain.tariff import TariffBook
 from services.query import Page, run_tx
 from services.workflows import LazyWorkflows
 
@@ -27,6 +28,7 @@ class AppContext:
     profiles: dict[str, BillingProfile]
     keys: KeyRing
     workflows: LazyWorkflows
+    tariffs: TariffBook | None = None  # rating tariffs; None: catalog/tariffs.yaml (config.tariff_loader)
 
     @property
     def db_url(self) -> str:

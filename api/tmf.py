@@ -309,10 +309,7 @@ def usage(row: UsageRecord) -> dict[str, Any]:
         "usageDate": iso(row.event_time),
         "usageType": row.usage_type,
         "status": row.status,
-        "usageCharacteristic": [
-            {"name": "msisdn", "valueType": "string", "value": row.msisdn},
-            {"name": QUANTITY_NAME.get(row.usage_type, "quantity"), "valueType": "integer", "value": row.quantity},
-        ],
+        "usageCharacteristic": _usage_characteristics(row),
         "ratedProductUsage": [
             {
                 "@type": "RatedProductUsage",
@@ -328,6 +325,12 @@ def usage(row: UsageRecord) -> dict[str, Any]:
                 "@o2cUnits": row.units,
                 "@o2cAllowanceUnits": row.allowance_units,
                 "@o2cChargeableUnits": row.chargeable_units,
+                # o2c extensions: what priced it, so every amount can be explained and re-rated.
+                "@o2cTariff": {"id": row.tariff_id, "version": row.tariff_version} if row.tariff_id else None,
+                "@o2cDestinationName": row.destination_name,
+                "@o2cZone": row.zone,
+                "@o2cBand": row.band,
+                "@o2cParts": row.parts or [],
             }
         ],
         "billingAccount": account_ref(row.billing_account_id),  # o2c extension
@@ -335,6 +338,18 @@ def usage(row: UsageRecord) -> dict[str, Any]:
         "catalogVersion": row.catalog_version,  # o2c extension
         "customerBill": ref("CustomerBill", bill_href(row.invoice_id), row.invoice_id) if row.invoice_id else None,
     }
+
+
+def _usage_characteristics(row: UsageRecord) -> list[dict[str, Any]]:
+    found = [
+        {"name": "msisdn", "valueType": "string", "value": row.msisdn},
+        {"name": QUANTITY_NAME.get(row.usage_type, "quantity"), "valueType": "integer", "value": row.quantity},
+    ]
+    # Only what the record has, under the names POST accepts.
+    for name, value in (("destination", row.destination), ("roamingCountry", row.roaming_country), ("disposition", row.disposition)):
+        if value is not None:
+            found.append({"name": name, "valueType": "string", "value": value})
+    return found
 
 
 def rejected_usage(row: RejectedUsage) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import holidays
 import yaml
 from pydantic import ValidationError
 
+from domain.catalog import Catalog
 from domain.tariff import TariffBook, parse_tariff_book
 
 DEFAULT_TARIFFS_PATH = Path(__file__).resolve().parent.parent / "catalog" / "tariffs.yaml"
@@ -62,3 +63,12 @@ def _holidays(years: tuple[int, ...], subdivision: str | None) -> frozenset[date
         raise ValueError(f"unknown German subdivision {subdivision!r}; one of {', '.join(holidays.Germany.subdivisions)}")
     calendar = holidays.country_holidays(HOLIDAY_COUNTRY, subdiv=subdivision, years=years)
     return frozenset(calendar.keys())
+
+
+def check_offerings(catalog: Catalog, book: TariffBook) -> None:
+    """Fail start-up when an offering names a tariff the book does not have: its usage could not be rated.
+
+    Offerings without a tariff are priced by their catalog rates (domain.offering_tariff)."""
+    missing = sorted(f"{o.id} -> {o.tariff_id}" for o in catalog.offerings if o.tariff_id is not None and not book.versions(o.tariff_id))
+    if missing:
+        raise ValueError(f"catalog {catalog.version}: offerings name tariffs that are not in the tariff book: {', '.join(missing)}")

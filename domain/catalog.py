@@ -10,7 +10,7 @@ from domain.rating import Allowances, Rates
 
 
 class ProductOffering(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,63}$")
     name: str
@@ -22,6 +22,10 @@ class ProductOffering(BaseModel):
     vat_rate: Decimal = Field(default=Decimal("19"), ge=0, le=100)
     allowances: Allowances
     rates: Rates
+    # The rating tariff (catalog/tariffs.yaml) that prices this offering's usage; its latest version
+    # rates new usage. None: usage is priced by `rates` alone (domain.offering_tariff compiles them
+    # into a tariff, so every record still names what priced it).
+    tariff_id: str | None = Field(default=None, alias="tariff")
 
     @field_validator("monthly_fee", "activation_fee", "vat_rate", mode="before")
     @classmethod

@@ -17,9 +17,11 @@ Per line:
   filters these out; storing them as 0-unit records would double the usage table for nothing);
 - an event older than `max_age_days` or more than 5 minutes in the future -> rejected_usage,
   reason `out_of_window` (rejected_window), unless its record id is stored already (duplicate);
-- anything else goes to services.usage_ingest.ingest: duplicate by record id, guided to the
-  product holding the MSISDN at the event time (else `unknown_subscriber` or
-  `outside_subscription`, rejected_rating), rated.
+- anything else goes to services.usage_ingest.ingest (mapped by `usage_in`: called number, visited
+  country from the PGW MCC): duplicate by record id, guided to the product holding the MSISDN at
+  the event time (else `unknown_subscriber` or `outside_subscription`, rejected_rating), rated
+  with the offering's tariff (a voice call without an E.164 called number is rejected
+  `missing_destination` when the tariff prices destinations differently, rejected_rating).
 
 Record ids are namespaced by source, "<source>:<key>" (source defaults to the format name):
 switch keys are only unique per switch (an Asterisk uniqueid is epoch.sequence). Give each
@@ -50,6 +52,7 @@ from domain.billing_profile import BillingProfile
 from domain.catalog import Catalog
 from mediation.csvlines import BOM, line_text
 from mediation.detect import PARSERS, SAMPLE_LINES, UnknownFormat, detect_format
+from mediation.mcc import country_of_mcc
 from mediation.numbers import check_country_code
 from mediation.pgw import HeaderError
 from mediation.records import RejectedLine, UsageEvent
@@ -433,8 +436,7 @@ def _store(session: Session, batch: Sequence[Item], context: _Context, now: date
         if problem is not None:
             late.append((record_id, payload, problem))
             continue
-        usage = UsageIn(record_id=record_id, kind=event.kind, event_time=event.start, msisdn=event.msisdn, quantity=event.quantity)
-        parsed.append(ParsedUsage(record_id, payload, usage=usage))
+        parsed.append(ParsedUsage(record_id, payload, usage=usage_in(record_id, event)))
 
     # A record already stored is a duplicate even when it is now too old: it was charged once.
     stored = _stored_ids(session, {record_id for record_id, _, _ in late})
@@ -451,6 +453,24 @@ def _store(session: Session, batch: Sequence[Item], context: _Context, now: date
     counts.rejected_rating += ingested.rejected
     session.add_all(rejections)
     return counts
+
+
+def usage_in(record_id: str, event: UsageEvent) -> UsageIn:
+    """What ingestion rates of a CDR event (also for recycling a CDR line read again).
+
+    A visited network's MCC becomes its country; an MCC not in mediation.mcc is passed on as
+    "MCC <mcc>", which no tariff zone matches, so the record is rejected with that reason rather
+    than rated as at home."""
+    roaming = None
+    if event.roaming_mcc is not None:
+        roaming = country_of_mcc(event.roaming_mcc) or f"MCC {event.roaming_mcc}"
+    return UsageIn(record_id=record_id, kind=event.kind, event_time=event.start, msisdn=event.msisdn, quantity=event.quantity,
+                   destination=event.destination if event.kind != "data" else None, roaming_country=roaming,
+                   disposition=_ENGINE_DISPOSITION.get(event.disposition, event.disposition))
+
+
+# mediation spells "no answer" NO_ANSWER; the rating engine knows both spellings, ingestion stores the engine's.
+_ENGINE_DISPOSITION = {"NO_ANSWER": "NO ANSWER"}
 
 
 def _stored_ids(session: Session, ids: set[str]) -> set[str]:

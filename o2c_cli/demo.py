@@ -103,8 +103,8 @@ class Demo:
         # Full precision: a record stamped before the activation instant would rightly be rejected.
         now = datetime.now(timezone.utc).isoformat()
         batch = [
-            {"id": f"demo-{tag}-call", "usageType": "voice", "usageDate": now, "usageCharacteristic": [{"name": "msisdn", "value": msisdn}, {"name": "duration", "value": 754}]},
-            {"id": f"demo-{tag}-sms", "usageType": "sms", "usageDate": now, "usageCharacteristic": [{"name": "msisdn", "value": msisdn}, {"name": "messages", "value": 3}]},
+            {"id": f"demo-{tag}-call", "usageType": "voice", "usageDate": now, "usageCharacteristic": [{"name": "msisdn", "value": msisdn}, {"name": "destination", "value": "4915112345678"}, {"name": "duration", "value": 754}]},
+            {"id": f"demo-{tag}-sms", "usageType": "sms", "usageDate": now, "usageCharacteristic": [{"name": "msisdn", "value": msisdn}, {"name": "destination", "value": "4917012345678"}, {"name": "messages", "value": 3}]},
             {"id": f"demo-{tag}-data", "usageType": "data", "usageDate": now, "usageCharacteristic": [{"name": "msisdn", "value": msisdn}, {"name": "volume", "value": 250_000_000}]},
         ]
         result = self.call("POST", USAGE, json=batch)

@@ -141,6 +141,18 @@ class UsageRecord(SQLModel, table=True):
     period_start: datetime = _utc(index=True)
     invoice_id: str | None = Field(default=None, index=True)
     received_at: datetime = _utc()
+    # How it was priced (domain.rating_engine), so a bill line can be explained and re-rated.
+    # units / allowance_units / chargeable_units above stay in billing units (started minutes,
+    # messages, started MB) for the invoice; `parts` has the exact split in seconds, messages or bytes.
+    tariff_id: str | None = None
+    tariff_version: str | None = None
+    destination: str | None = None  # the called number, E.164 digits
+    destination_name: str | None = None  # e.g. "Germany mobile"
+    roaming_country: str | None = None  # where it was used, as received (ISO country or zone id); None = at home
+    zone: str | None = None  # the tariff's roaming zone it was rated in ("home", "eu", ...)
+    band: str | None = None  # time band at the start: peak | offpeak | weekend | holiday
+    parts: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
+    disposition: str | None = None  # voice: ANSWERED, NO ANSWER, BUSY, ...
 
 
 class RejectedUsage(SQLModel, table=True):
@@ -159,9 +171,18 @@ class AllowanceCounter(SQLModel, table=True):
     __tablename__ = "allowance_counter"
     product_id: str = Field(primary_key=True)
     period_start: datetime = _utc(primary_key=True)
+    # Allowance consumed this period. voice_minutes and data_mb are kept for compatibility, as the
+    # started minutes / MB of the exact voice_s and data_bytes below, which rating uses.
     voice_minutes: int = 0
     sms: int = 0
     data_mb: int = 0
+    voice_s: int = Field(default=0, sa_type=BigInteger)
+    data_bytes: int = Field(default=0, sa_type=BigInteger)
+    eu_roaming_data_bytes: int = Field(default=0, sa_type=BigInteger)  # for the EU fair-use limit
+    last_event_time: datetime | None = _utc(default=None, nullable=True)  # latest usage rated into this period
+    # Set when usage arrived older than usage already rated here (or the tariff was corrected):
+    # allowances were drawn out of time order; services.usage_rerate puts them right.
+    needs_rerate: bool = False
 
 
 class InvoiceSequence(SQLModel, table=True):

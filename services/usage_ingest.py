@@ -7,30 +7,53 @@ Independent of HTTP so the CDR-file import can reuse it: a source turns its rows
   the same batch, is a "duplicate": counted, never charged twice, not an error.
 - Guiding: the Product holding the MSISDN at the usage instant (start <= t < termination).
 - Rating: the billing period containing t (the account's billing profile and cycle), the
-  product's allowance counter for that period (row-locked), then domain.rating.rate_usage.
-- Nothing accepted is lost: a record that cannot be rated is stored in RejectedUsage with its
-  reason and the raw payload.
+  product's allowance counter for that period (row-locked), then the rating engine
+  (domain.rating_engine) with the tariff the offering names (its latest version; an offering
+  without a tariff is priced by its catalog rates, see domain.offering_tariff), in the account's
+  time zone. Per (product, period) the batch's events are rated in (start, record id) order.
+  Each record keeps the tariff id and version, called number, zone, band and the parts
+  (allowance / charged / fair-use split in seconds, messages or bytes) that priced it.
+- Called number: answered voice and SMS need `destination` when the tariff prices destinations
+  differently (from where the event was used); without it the record is rejected
+  `missing_destination` (kept, recyclable once the source sends it). Guessing "national mobile"
+  would under-charge premium and international calls without anyone noticing. A tariff with one
+  price for all destinations (a catalog-rates tariff, a flat roaming zone) needs none.
+- Unanswered calls (disposition NO ANSWER, BUSY, FAILED, CONGESTION) are stored at 0 and use no
+  allowance.
+- Late usage: an event older than usage already rated into its period is rated against the
+  counter as it stands (so the batch never blocks), and the period's counter is flagged
+  `needs_rerate`: services.usage_rerate.rerate_period rates the period again in event-time order,
+  which gives the allowance back to the events it belongs to.
+- Nothing accepted is lost: a record that cannot be rated (no tariff, an unknown roaming zone, a
+  number no destination matches) is stored in RejectedUsage with its reason and the raw payload.
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from decimal import Decimal
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
+import psycopg
+from sqlalchemy import JSON, bindparam, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
-from domain.billing_cycle import period_containing
+from domain.billing_cycle import BillingPeriod, period_containing
 from domain.billing_profile import BillingProfile
+from config.tariff_loader import cached_tariff_book
 from domain.catalog import Catalog, ProductOffering
-from domain.money import to_micros
+from domain.offering_tariff import tariff_for
 from domain.orders import FieldError
-from domain.rating import AllowanceUsage, rate_usage
+from domain.rating_engine import ANSWERED, DISPOSITIONS, AllowanceLimits, AllowanceState, EventRow
+from domain.tariff import Tariff, TariffBook
 from persistence.tables import AllowanceCounter, BillingAccount, Product, RejectedUsage, UsageRecord
+from services.compiled_tariffs import eu_data_cap_bytes, rate_rows, stand_in_destination
+from services.rated_record import counter_values, rated_values
 from services.errors import NotFound
 from services.query import Page, paginate, utcnow
 
@@ -45,11 +68,13 @@ MAX_QUANTITY = 10**15
 QUANTITY_FIELD: dict[str, str] = {"voice": "duration", "sms": "messages", "data": "volume"}
 # Set queries are split so no statement exceeds the databases' bind-parameter limits.
 _CHUNK = 2_000
+_INSERT_CHUNK = 1_000
 
 INVALID_RECORD = "invalid_record"
 UNKNOWN_SUBSCRIBER = "unknown_subscriber"
 OUTSIDE_SUBSCRIPTION = "outside_subscription"
 RATING_FAILED = "rating_failed"
+MISSING_DESTINATION = "missing_destination"
 
 
 @dataclass(frozen=True)
@@ -62,6 +87,9 @@ class UsageIn:
     event_time: datetime
     msisdn: str
     quantity: int
+    destination: str | None = None  # the called number (voice, sms), E.164 digits
+    roaming_country: str | None = None  # where it was used: ISO country code or tariff zone id; None = at home
+    disposition: str = ANSWERED  # voice: ANSWERED, NO ANSWER, BUSY, FAILED, CONGESTION
 
 
 @dataclass
@@ -82,7 +110,16 @@ class UsageResult:
     reason_code: str | None = None
     reason: str | None = None
     errors: list[FieldError] = field(default_factory=list)
-    record: UsageRecord | None = None  # the stored record, for accepted and duplicate
+    # The stored record (accepted, duplicate): a row read back, or the values inserted, which
+    # `record` turns into a UsageRecord only when asked (building one per record of a large batch
+    # is a good part of its cost, and the batch answer does not need them).
+    stored: UsageRecord | dict[str, Any] | None = None
+
+    @property
+    def record(self) -> UsageRecord | None:
+        if isinstance(self.stored, dict):
+            self.stored = UsageRecord(**self.stored)
+        return self.stored
 
 
 @dataclass
@@ -132,11 +169,16 @@ def parse_tmf_usage(payload: Any) -> ParsedUsage:
     event_time = _parse_time(payload.get("usageDate"), errors)
     characteristics = _characteristics(payload.get("usageCharacteristic"), errors)
     msisdn = _msisdn(characteristics, errors)
-    quantity = _quantity(kind, characteristics, errors) if kind else None
+    disposition = _disposition(kind, characteristics, errors)
+    quantity = _quantity(kind, characteristics, errors, answered=disposition == ANSWERED) if kind else None
+    destination = _destination(characteristics, errors)
+    roaming_country = _roaming_country(characteristics, errors)
 
     if errors or record_id is None or kind is None or event_time is None or msisdn is None or quantity is None:
         return ParsedUsage(record_id, payload, errors=errors)
-    return ParsedUsage(record_id, payload, usage=UsageIn(record_id=record_id, kind=kind, event_time=event_time, msisdn=msisdn, quantity=quantity))
+    usage = UsageIn(record_id=record_id, kind=kind, event_time=event_time, msisdn=msisdn, quantity=quantity,
+                    destination=destination, roaming_country=roaming_country, disposition=disposition)
+    return ParsedUsage(record_id, payload, usage=usage)
 
 
 def _parse_time(value: Any, errors: list[FieldError]) -> datetime | None:
@@ -195,11 +237,54 @@ def _msisdn(characteristics: dict[str, tuple[int, Any]], errors: list[FieldError
     return msisdn
 
 
-def _quantity(kind: str, characteristics: dict[str, tuple[int, Any]], errors: list[FieldError]) -> int | None:
+def _destination(characteristics: dict[str, tuple[int, Any]], errors: list[FieldError]) -> str | None:
+    """The called number, E.164 (a leading '+' is allowed); whether it is needed is the tariff's call."""
+    if "destination" not in characteristics:
+        return None
+    index, value = characteristics["destination"]
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    digits = value.strip().removeprefix("+") if isinstance(value, str) else ""
+    if not digits.isascii() or not digits.isdigit() or not 1 <= len(digits) <= 15 or digits[0] == "0":
+        errors.append(FieldError(field=f"usageCharacteristic[{index}].value", code="invalid_destination",
+                                 message=f"destination {value!r} is not an E.164 number (country code first, e.g. +4915112345678)"))
+        return None
+    return digits
+
+
+def _roaming_country(characteristics: dict[str, tuple[int, Any]], errors: list[FieldError]) -> str | None:
+    """Where the subscriber was served: an ISO 3166 alpha-2 country code; absent means at home."""
+    if "roamingCountry" not in characteristics:
+        return None
+    index, value = characteristics["roamingCountry"]
+    code = value.strip().upper() if isinstance(value, str) else ""
+    if len(code) != 2 or not code.isascii() or not code.isalpha():
+        errors.append(FieldError(field=f"usageCharacteristic[{index}].value", code="invalid_roaming_country",
+                                 message=f"roamingCountry {value!r} is not an ISO 3166 alpha-2 country code, e.g. FR"))
+        return None
+    return code
+
+
+def _disposition(kind: Any, characteristics: dict[str, tuple[int, Any]], errors: list[FieldError]) -> str:
+    """How a call ended; ANSWERED unless the record says otherwise."""
+    if "disposition" not in characteristics:
+        return ANSWERED
+    index, value = characteristics["disposition"]
+    spelled = value.strip().upper() if isinstance(value, str) else value
+    if kind != "voice" or spelled not in DISPOSITIONS:
+        errors.append(FieldError(field=f"usageCharacteristic[{index}].value", code="invalid_disposition",
+                                 message=f"disposition is for voice only and one of {sorted(DISPOSITIONS)}, got {value!r}"))
+        return ANSWERED
+    return spelled
+
+
+def _quantity(kind: str, characteristics: dict[str, tuple[int, Any]], errors: list[FieldError], *, answered: bool = True) -> int | None:
     name = QUANTITY_FIELD[kind]
     if name not in characteristics:
         if kind == "sms":
             return 1  # one message unless the record says otherwise
+        if kind == "voice" and not answered:
+            return 0  # an unanswered call lasted no billable second
         errors.append(FieldError(field="usageCharacteristic", code=f"missing_{name}", message=f"{kind} usage needs a characteristic named {name!r}"))
         return None
     index, value = characteristics[name]
@@ -218,10 +303,12 @@ def _quantity(kind: str, characteristics: dict[str, tuple[int, Any]], errors: li
 # --- ingestion -----------------------------------------------------------------------------------
 
 
-def ingest(session: Session, parsed: Sequence[ParsedUsage], catalog: Catalog, profiles: dict[str, BillingProfile], *, now: datetime | None = None) -> IngestReport:
+def ingest(session: Session, parsed: Sequence[ParsedUsage], catalog: Catalog, profiles: dict[str, BillingProfile], *,
+           now: datetime | None = None, tariffs: TariffBook | None = None) -> IngestReport:
     """Validate, de-duplicate, guide and rate `parsed` inside the caller's transaction.
-    Results come back in input order."""
+    Results come back in input order. `tariffs` defaults to catalog/tariffs.yaml."""
     now = now or utcnow()
+    book = tariffs if tariffs is not None else cached_tariff_book()
     results: list[UsageResult | None] = [None] * len(parsed)
     rejections: list[RejectedUsage] = []
 
@@ -256,15 +343,18 @@ def ingest(session: Session, parsed: Sequence[ParsedUsage], catalog: Catalog, pr
         guided.append((index, product))
 
     accounts = _accounts(session, {p.billing_account_id for _, p in guided})
-    rateable: list[tuple[int, Product, ProductOffering, datetime]] = []
-    accepted_ids: set[str] = set()
-    # In input order: the first copy of an id in a batch is rated, later copies are duplicates of it.
-    # A copy whose first occurrence was rejected is judged on its own.
+    groups: dict[tuple[str, datetime], _Group] = {}
+    first_copy: dict[str, int] = {}  # record id -> index of its first copy in this batch
+    later_copies: list[int] = []
+    stand_ins: dict[tuple[int, str, str, str | None], str | None] = {}
+    periods: dict[str, BillingPeriod] = {}  # account id -> the period last found for it
+    # In input order: the first copy of an id in a batch is rated, later copies are duplicates of
+    # it once it is stored. A copy whose first occurrence was rejected before rating is judged on its own.
     for index, product in guided:
         usage = parsed[index].usage
         assert usage is not None
-        if usage.record_id in accepted_ids:
-            results[index] = UsageResult(usage.record_id, "duplicate")
+        if usage.record_id in first_copy:
+            later_copies.append(index)
             continue
         offering = catalog.offering(product.offering_id)
         if offering is None:
@@ -272,58 +362,166 @@ def ingest(session: Session, parsed: Sequence[ParsedUsage], catalog: Catalog, pr
             continue
         try:
             account = accounts[product.billing_account_id]
-            profile = profiles[account.billing_profile]
-            spec = profile.cycle_spec(account.bill_cycle_day, account.timezone, account.cycle_anchor)
-            period_start = period_containing(spec, usage.event_time).start
+            period = periods.get(account.id)
+            # Most of an account's records fall in one period: look it up again only outside it.
+            if period is None or not period.start <= usage.event_time < period.end:
+                profile = profiles[account.billing_profile]
+                spec = profile.cycle_spec(account.bill_cycle_day, account.timezone, account.cycle_anchor)
+                period = periods[account.id] = period_containing(spec, usage.event_time)
+            period_start = period.start
         except (KeyError, ValueError) as exc:
             reject(index, RATING_FAILED, f"cannot find the billing period of product {product.id}: {exc!r}")
             continue
-        accepted_ids.add(usage.record_id)
-        rateable.append((index, product, offering, period_start))
+        group = groups.get((product.id, period_start))
+        if group is None:
+            try:
+                tariff = tariff_for(offering, book)
+            except KeyError as exc:
+                reject(index, RATING_FAILED, f"offering {offering.id} names tariff {offering.tariff_id!r}, which is not in the tariff book: {exc}")
+                continue
+            group = groups[(product.id, period_start)] = _Group(product, offering, tariff, account.timezone, period_start)
+        destination = usage.destination
+        needs_number = usage.kind == "sms" or (usage.kind == "voice" and usage.disposition == ANSWERED)
+        if destination is None and needs_number:
+            key = (id(group.tariff), group.timezone, usage.kind, usage.roaming_country)
+            if key not in stand_ins:
+                stand_ins[key] = stand_in_destination(group.tariff, group.timezone, usage.kind, usage.roaming_country)
+            destination = stand_ins[key]
+            if destination is None:
+                reason = (f"{usage.kind} usage needs the called number (usageCharacteristic 'destination'): tariff "
+                          f"{group.tariff.id} v{group.tariff.version} prices destinations differently")
+                reject(index, MISSING_DESTINATION, reason, [FieldError(field="usageCharacteristic", code=MISSING_DESTINATION, message=reason)])
+                continue
+        first_copy[usage.record_id] = index
+        start_us = (usage.event_time - _EPOCH) // _MICROSECOND
+        group.rows.append((start_us, usage.record_id, usage.kind, usage.quantity, destination, usage.roaming_country, usage.disposition))
+        group.indexes[usage.record_id] = index
 
-    counters = _lock_counters(session, {(p.id, start) for _, p, _, start in rateable})
-    new_records: dict[str, UsageRecord] = {}
-    # Allowances are consumed in usage order, not arrival order, so a batch is rated as if its
-    # records had arrived one by one in time.
-    for index, product, offering, period_start in sorted(rateable, key=lambda entry: (parsed[entry[0]].usage.event_time, entry[0])):  # type: ignore[union-attr]
+    groups = {key: group for key, group in groups.items() if group.rows}  # a group's records may all have been rejected
+    counters = _lock_counters(session, set(groups))
+    new_records: dict[str, dict[str, Any]] = {}
+    for key, group in groups.items():
+        counter = counters[key]
+        used = AllowanceState(counter["voice_s"], counter["sms"], counter["data_bytes"], counter["eu_roaming_data_bytes"])
+        rated = rate_rows(group.tariff, group.timezone, group.rows, group.limits, used, group.eu_data_cap_bytes)
+        _note_event_times(counter, group.rows)
+        counter.update(counter_values(used))
+        for row, (start_us, record_id, kind, quantity, destination, roaming, disposition) in zip(rated, sorted(group.rows), strict=True):
+            index = group.indexes[record_id]
+            error = row[9]
+            if error is not None:
+                reject(index, RATING_FAILED, f"tariff {group.tariff.id} v{group.tariff.version}: {error}")
+                continue
+            usage = parsed[index].usage
+            assert usage is not None
+            values = {
+                "id": record_id,
+                "usage_type": kind,
+                "msisdn": usage.msisdn,
+                "product_id": group.product.id,
+                "billing_account_id": group.product.billing_account_id,
+                "event_time": usage.event_time,
+                "quantity": quantity,
+                "status": "rated",
+                "catalog_version": catalog.version,
+                "period_start": group.period_start,
+                "invoice_id": None,
+                "received_at": now,
+                "tariff_id": group.tariff.id,
+                "tariff_version": group.tariff.version,
+                "destination": usage.destination,
+                "roaming_country": roaming,
+                "disposition": disposition if kind == "voice" else None,
+                **rated_values(row),
+            }
+            new_records[record_id] = values
+            results[index] = UsageResult(record_id, "accepted", stored=values)
+
+    for index in later_copies:
         usage = parsed[index].usage
         assert usage is not None
-        counter = counters[(product.id, period_start)]
-        used = AllowanceUsage(voice_minutes=counter.voice_minutes, sms=counter.sms, data_mb=counter.data_mb)
-        rated, used_after = rate_usage(usage.kind, Decimal(usage.quantity), offering.rates, offering.allowances, used)
-        counter.voice_minutes, counter.sms, counter.data_mb = used_after.voice_minutes, used_after.sms, used_after.data_mb
-        session.add(counter)
-        record = UsageRecord(
-            id=usage.record_id,
-            usage_type=usage.kind,
-            msisdn=usage.msisdn,
-            product_id=product.id,
-            billing_account_id=product.billing_account_id,
-            event_time=usage.event_time,
-            quantity=usage.quantity,
-            status="rated",
-            units=rated.units,
-            allowance_units=rated.allowance_units,
-            chargeable_units=rated.chargeable_units,
-            amount_micros=to_micros(rated.amount),
-            catalog_version=catalog.version,
-            period_start=period_start,
-            received_at=now,
-        )
-        new_records[usage.record_id] = record
-        results[index] = UsageResult(usage.record_id, "accepted", record=record)
+        if usage.record_id in new_records:
+            results[index] = UsageResult(usage.record_id, "duplicate", stored=new_records[usage.record_id])
+        else:
+            # Its first copy was rejected by the rating engine; the same record id would be too.
+            first = results[first_copy[usage.record_id]]
+            assert first is not None
+            reject(index, first.reason_code or RATING_FAILED, first.reason or "rejected")
 
-    session.add_all(new_records.values())
+    _write_counters(session, list(counters.values()))
+    _insert_records(session, list(new_records.values()))
     session.add_all(rejections)
     session.flush()
 
     final: list[UsageResult] = []
     for result in results:
         assert result is not None
-        if result.status == "duplicate" and result.record_id is not None:
-            result.record = stored.get(result.record_id) or new_records.get(result.record_id)
+        if result.status == "duplicate" and result.stored is None and result.record_id is not None:
+            result.stored = stored.get(result.record_id)
         final.append(result)
     return IngestReport(final)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+@dataclass
+class _Group:
+    """One product's usage in one billing period: rated together against one allowance counter."""
+
+    product: Product
+    offering: ProductOffering
+    tariff: Tariff
+    timezone: str
+    period_start: datetime
+    rows: list[EventRow] = field(default_factory=list)
+    indexes: dict[str, int] = field(default_factory=dict)  # record id -> input position
+
+    @property
+    def limits(self) -> AllowanceLimits:
+        return AllowanceLimits.from_allowances(self.offering.allowances)
+
+    @property
+    def eu_data_cap_bytes(self) -> int | None:
+        return eu_data_cap_bytes(self.tariff, self.offering)
+
+
+def _note_event_times(counter: dict[str, Any], rows: list[EventRow]) -> None:
+    """Flag the period for re-rating when this batch reaches back before usage rated into it
+    already: those later events drew allowance that, in time order, was this batch's."""
+    earliest = _EPOCH + min(r[0] for r in rows) * _MICROSECOND
+    latest = _EPOCH + max(r[0] for r in rows) * _MICROSECOND
+    last = counter["last_event_time"]
+    if last is not None and earliest < last:
+        counter["needs_rerate"] = True
+    if last is None or latest > last:
+        counter["last_event_time"] = latest
+
+
+def _insert_records(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Stores the batch's records without an ORM object per record: PostgreSQL gets them by COPY
+    (one round trip for the batch, in this transaction), other databases by executemany."""
+    if not rows:
+        return
+    table = UsageRecord.__table__  # type: ignore[attr-defined]
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        for start in range(0, len(rows), _INSERT_CHUNK):
+            connection.execute(table.insert(), rows[start:start + _INSERT_CHUNK])
+        return
+    columns = [c.name for c in table.columns]
+    json_columns = {c.name for c in table.columns if isinstance(c.type, JSON)}
+    copy_sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+    try:
+        with connection.connection.driver_connection.cursor() as cursor, cursor.copy(copy_sql) as copy:  # type: ignore[union-attr]
+            for row in rows:
+                copy.write_row([json.dumps(row[name]) if name in json_columns else row[name] for name in columns])
+    except psycopg.errors.IntegrityError as exc:
+        # A concurrent batch stored one of these ids after our duplicate check. Raised as SQLAlchemy's
+        # IntegrityError, like an ORM insert would, so the caller's transaction retry sees it and the
+        # next attempt finds the record stored (services.query.in_transaction).
+        raise IntegrityError(copy_sql, None, exc) from exc
 
 
 def _chunks(values: Iterable[Any]) -> Iterator[list[Any]]:
@@ -374,36 +572,50 @@ def _accounts(session: Session, ids: set[str]) -> dict[str, BillingAccount]:
     return found
 
 
-def _lock_counters(session: Session, keys: set[tuple[str, datetime]]) -> dict[tuple[str, datetime], AllowanceCounter]:
-    """Create missing counters, then read them under a row lock. The insert skips rows that exist or
-    that a concurrent batch inserts first, so two batches for the same product never fail; the
-    SELECT ... FOR UPDATE (PostgreSQL) then serialises their read-modify-write. SQLite serialises
-    writers already (BEGIN IMMEDIATE)."""
+def _lock_counters(session: Session, keys: set[tuple[str, datetime]]) -> dict[tuple[str, datetime], dict[str, Any]]:
+    """The counters' columns (as dicts: no ORM object per counter), created if missing, read under a
+    row lock. The insert skips rows that exist or that a concurrent batch inserts first, so two
+    batches for the same product never fail; the SELECT ... FOR UPDATE (PostgreSQL) then serialises
+    their read-modify-write. SQLite serialises writers already (BEGIN IMMEDIATE)."""
     if not keys:
         return {}
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    connection = session.connection()
     table = AllowanceCounter.__table__  # type: ignore[attr-defined]
-    rows = [{"product_id": p, "period_start": s, "voice_minutes": 0, "sms": 0, "data_mb": 0} for p, s in sorted(keys)]
-    for chunk in _chunks(rows):
-        session.execute(insert(table).values(chunk).on_conflict_do_nothing(index_elements=["product_id", "period_start"]))
-
-    found: dict[tuple[str, datetime], AllowanceCounter] = {}
     products = sorted({p for p, _ in keys})
     starts = sorted({s for _, s in keys})
-    for chunk in _chunks(products):
-        statement = (
-            select(AllowanceCounter)
-            .where(col(AllowanceCounter.product_id).in_(chunk), col(AllowanceCounter.period_start).in_(starts))
-            .order_by(AllowanceCounter.product_id, AllowanceCounter.period_start)  # one lock order for everyone: no deadlocks
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        for row in session.exec(statement):
-            key = (row.product_id, row.period_start)
-            if key in keys:
-                found[key] = row
-    return found
+
+    def read(lock: bool) -> dict[tuple[str, datetime], dict[str, Any]]:
+        found: dict[tuple[str, datetime], dict[str, Any]] = {}
+        for chunk in _chunks(products):
+            statement = (select(*table.columns).where(table.c.product_id.in_(chunk), table.c.period_start.in_(starts))
+                         .order_by(table.c.product_id, table.c.period_start))  # one lock order for everyone: no deadlocks
+            for row in connection.execute(statement.with_for_update() if lock else statement):
+                key = (row.product_id, row.period_start)
+                if key in keys:
+                    found[key] = dict(row._mapping)
+        return found
+
+    missing = sorted(keys - read(lock=False).keys())
+    if missing:
+        insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+        rows = [{"product_id": p, "period_start": s, "voice_minutes": 0, "sms": 0, "data_mb": 0, "voice_s": 0, "data_bytes": 0,
+                 "eu_roaming_data_bytes": 0, "last_event_time": None, "needs_rerate": False} for p, s in missing]
+        connection.execute(insert(table).on_conflict_do_nothing(index_elements=["product_id", "period_start"]), rows)
+    return read(lock=True)
+
+
+_COUNTER_VALUES = ("voice_minutes", "sms", "data_mb", "voice_s", "data_bytes", "eu_roaming_data_bytes", "last_event_time", "needs_rerate")
+
+
+def _write_counters(session: Session, counters: list[dict[str, Any]]) -> None:
+    if not counters:
+        return
+    table = AllowanceCounter.__table__  # type: ignore[attr-defined]
+    statement = (update(table)
+                 .where(table.c.product_id == bindparam("key_product"), table.c.period_start == bindparam("key_start"))
+                 .values({name: bindparam(name) for name in _COUNTER_VALUES}))
+    session.connection().execute(statement, [
+        {"key_product": c["product_id"], "key_start": c["period_start"], **{name: c[name] for name in _COUNTER_VALUES}} for c in counters])
 
 
 # --- reading -------------------------------------------------------------------------------------

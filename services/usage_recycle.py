@@ -30,12 +30,12 @@ from sqlmodel import Session, col, exists, select
 from domain.billing_profile import BillingProfile
 from domain.catalog import Catalog
 from mediation.detect import PARSERS
-from mediation.importer import DEFAULT_MAX_AGE_DAYS, OUT_OF_WINDOW, UsageWindow
+from mediation.importer import DEFAULT_MAX_AGE_DAYS, OUT_OF_WINDOW, UsageWindow, usage_in
 from mediation.records import NOT_UTF8, RejectedLine, UsageEvent
 from persistence.tables import RejectedUsage, RejectedUsageRecycle, UsageRecord
 from services.errors import NotFound
 from services.query import utcnow
-from services.usage_ingest import MAX_BATCH, IngestReport, ParsedUsage, UsageIn, ingest, parse_tmf_usage
+from services.usage_ingest import MAX_BATCH, IngestReport, ParsedUsage, ingest, parse_tmf_usage
 
 Outcome = Literal["accepted", "duplicate", "not_charged", "rejected"]
 ResultStatus = Literal["accepted", "duplicate", "not_charged", "rejected", "already_recycled", "not_found"]
@@ -287,8 +287,7 @@ def _read_cdr_line_again(session: Session, row: RejectedUsage, window: UsageWind
         if session.get(UsageRecord, record_id) is not None:
             return RecycleResult(rejected_id, "duplicate", record_id)  # stored meanwhile: charged once already
         return rejected(OUT_OF_WINDOW, problem, record_id)
-    usage = UsageIn(record_id=record_id, kind=item.kind, event_time=item.start, msisdn=item.msisdn, quantity=item.quantity)
-    return ParsedUsage(record_id, payload, usage=usage)
+    return ParsedUsage(record_id, payload, usage=usage_in(record_id, item))
 
 
 _ESCAPED_BYTE = re.compile(rb"\\x([0-9a-f]{2})")

@@ -1,17 +1,24 @@
-"""TMF635 Usage: post one record or a batch; rated at once (thin rating).
+"""TMF635 Usage: post one record or a batch; rated at once with the offering's tariff (services.usage_ingest).
+
+Usage characteristics: msisdn (required), duration / messages / volume, destination (the called
+number, E.164; needed for voice and SMS when the tariff prices destinations differently),
+roamingCountry (ISO 3166 alpha-2, absent = at home), disposition (voice: ANSWERED, NO ANSWER,
+BUSY, FAILED, CONGESTION; unanswered calls are stored at 0).
 
 o2c extension: `id` is required on POST. It is the source system's record id and the
 de-duplication key: a record whose id is known is a duplicate and never charged twice."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from api import tmf
-from api.deps import Ctx, PagingDep, list_response, reader, writer
+from api.deps import AppContext, Ctx, PagingDep, list_response, reader, writer
 from api.errors import ApiError
 from services import usage_ingest
 from services.errors import TooLarge
@@ -39,10 +46,10 @@ async def post_usage(request: Request, ctx: Ctx) -> JSONResponse:
     if isinstance(body, list):
         if len(body) > MAX_BATCH:
             raise TooLarge(f"a batch holds at most {MAX_BATCH} records, got {len(body)}; split it", code="batch_too_large")
-        report: IngestReport = await ctx.tx(usage_ingest.ingest, [parse_tmf_usage(r) for r in body], ctx.catalog, ctx.profiles)
+        report: IngestReport = await ctx.tx(_ingest(ctx), [parse_tmf_usage(r) for r in body], ctx.catalog, ctx.profiles)
         return JSONResponse(_batch_summary(report), status_code=200)
 
-    report = await ctx.tx(usage_ingest.ingest, [parse_tmf_usage(body)], ctx.catalog, ctx.profiles)
+    report = await ctx.tx(_ingest(ctx), [parse_tmf_usage(body)], ctx.catalog, ctx.profiles)
     result = report.results[0]
     if result.status == "accepted":
         assert result.record is not None
@@ -50,6 +57,10 @@ async def post_usage(request: Request, ctx: Ctx) -> JSONResponse:
     if result.status == "duplicate" and result.record is not None:
         return JSONResponse(tmf.usage(result.record), status_code=200)
     raise ApiError(422, result.reason_code or "invalid_record", result.reason or "the usage record was rejected; it is kept in rejectedUsage", result.errors)
+
+
+def _ingest(ctx: AppContext) -> Callable[..., IngestReport]:
+    return partial(usage_ingest.ingest, tariffs=ctx.tariffs)
 
 
 def _batch_summary(report: IngestReport) -> dict[str, Any]:

@@ -22,8 +22,16 @@ from tests.api.conftest import (
 )
 
 
-def record(msisdn: str, usage_type: str = "voice", when: str = "2026-02-10T10:00:00+01:00", record_id: str | None = None, **quantity) -> dict:
+# mobile-s is rated with tariff de-mobile-2026 (catalog/tariffs.yaml): voice and SMS need the called
+# number, so records call a German mobile number unless a test says otherwise.
+GERMAN_MOBILE = "+4915112345678"
+
+
+def record(msisdn: str, usage_type: str = "voice", when: str = "2026-02-10T10:00:00+01:00", record_id: str | None = None,
+           destination: str | None = GERMAN_MOBILE, **quantity) -> dict:
     characteristics = [{"name": "msisdn", "value": f"+{msisdn}"}] + [{"name": k, "value": v} for k, v in quantity.items()]
+    if usage_type in ("voice", "sms") and destination is not None:
+        characteristics.append({"name": "destination", "value": destination})
     return {"id": record_id or f"cdr-{uuid.uuid4()}", "usageType": usage_type, "usageDate": when, "usageCharacteristic": characteristics}
 
 
@@ -49,12 +57,14 @@ async def test_single_record_is_rated_and_a_repeat_is_a_no_op(client, db_url):
     assert usage["@type"] == "Usage"
     assert usage["status"] == "rated"
     assert usage["usageDate"] == "2026-02-10T09:00:00Z"
-    assert {c["name"]: c["value"] for c in usage["usageCharacteristic"]} == {"msisdn": msisdn, "duration": 61}
+    assert {c["name"]: c["value"] for c in usage["usageCharacteristic"]} == {
+        "msisdn": msisdn, "duration": 61, "destination": GERMAN_MOBILE[1:], "disposition": "ANSWERED"}
     line = rated(usage)
     assert line["isBilled"] is False
     assert line["productRef"]["id"] == product_id
     assert line["taxExcludedRatingAmount"] == {"unit": "EUR", "value": "0.00"}
-    assert (line["@o2cUnits"], line["@o2cAllowanceUnits"], line["@o2cChargeableUnits"]) == (2, 2, 0)  # 61 s = 2 started minutes
+    # 61 s = 2 started minutes on the invoice (the tariff bills 60 s, then per second: 61 s from the allowance).
+    assert (line["@o2cUnits"], line["@o2cAllowanceUnits"], line["@o2cChargeableUnits"]) == (2, 2, 0)
     assert usage["billingAccount"]["id"] == account["id"]
     assert usage["billingPeriodStart"] == "2026-01-31T23:00:00Z"  # 1 February, Berlin midnight
 
@@ -115,7 +125,9 @@ async def test_batch_rates_in_usage_order_and_reports_each_record(client, db_url
     ]
     assert "usageDate" in summary["results"][6]["reason"]
 
-    # 1 (stored) + 3 (early) minutes were used before the late 99-minute call: 96 free, 3 charged.
+    # 60 s (stored) + 180 s (early) were used before the late 99-minute call (5940 s, Friday 12:00,
+    # peak): 6000 - 240 = 5760 s free, 180 s charged at the peak 0.09/min = 0.27; in started
+    # minutes 99 units, 3 chargeable, 96 from the allowance.
     late_rated = rated((await client.get(f"{USAGE_PATH}/{late['id']}", headers=CRM)).json())
     assert (late_rated["@o2cAllowanceUnits"], late_rated["@o2cChargeableUnits"]) == (96, 3)
     assert late_rated["taxExcludedRatingAmount"]["value"] == "0.27"
@@ -191,7 +203,7 @@ async def test_large_batch_in_one_request(client, db_url):
     assert elapsed < 10, f"2000 records took {elapsed:.1f} s"
     with session_scope(db_url) as session:
         total = session.exec(select(func.sum(UsageRecord.amount_micros)).where(UsageRecord.product_id == product_id)).one()
-    # 100 SMS included, 1900 at 0.09.
+    # 100 SMS included, 1900 at 0.09 (de-mobile-2026, SMS to a German mobile).
     assert Decimal(total) / 1_000_000 == Decimal("171.00")
 
     too_big = await client.post(USAGE_PATH, headers=CRM, json=[{}] * 10_001)
