@@ -352,13 +352,14 @@ def _usage_characteristics(row: UsageRecord) -> list[dict[str, Any]]:
     return found
 
 
-def rejected_usage(row: RejectedUsage) -> dict[str, Any]:
+def rejected_usage(row: RejectedUsage, status: str = "rejected") -> dict[str, Any]:
+    """`status` is derived from the recycle attempts (services.usage_recycle): rejected or recycled."""
     return {
         "id": str(row.id),
         "href": f"{USAGE_API}/rejectedUsage/{row.id}",
         "@type": "RejectedUsage",
         "recordId": row.record_id,
-        "status": "rejected",
+        "status": status,
         "reasonCode": row.reason_code,
         "reason": row.reason,
         "payload": row.payload,

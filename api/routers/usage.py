@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from api import tmf
 from api.deps import AppContext, Ctx, PagingDep, list_response, reader, writer
 from api.errors import ApiError
-from services import usage_ingest
+from services import usage_ingest, usage_recycle
 from services.errors import TooLarge
 from services.usage_ingest import MAX_BATCH, IngestReport, parse_tmf_usage
 
@@ -103,5 +103,9 @@ async def list_rejected_usage(
     reason_code: Annotated[str | None, Query(alias="reasonCode")] = None,
 ) -> JSONResponse:
     """o2c extension: usage records that could not be rated, with the reason and the payload as received."""
-    result = await ctx.tx(lambda s: usage_ingest.list_rejected(s, record_id=record_id, reason_code=reason_code, limit=page.limit, offset=page.offset))
-    return list_response(result, tmf.rejected_usage)
+    def read(session):
+        found = usage_ingest.list_rejected(session, record_id=record_id, reason_code=reason_code, limit=page.limit, offset=page.offset)
+        return found, usage_recycle.statuses(session, [r.id for r in found.items])
+
+    result, status = await ctx.tx(read)
+    return list_response(result, lambda row: tmf.rejected_usage(row, status[row.id]))

@@ -97,6 +97,9 @@ async def test_unknown_subscriber_is_recycled_once_the_product_exists_and_only_o
         counter = session.exec(select(AllowanceCounter).where(AllowanceCounter.product_id == product_id)).one()
     assert counter.voice_minutes == 2
     assert await rejected_ids(client, body["id"]) == [rejected_id]
+    # The list shows the derived status too, not the status at the time of receipt.
+    listed = (await client.get(REJECTED_PATH, headers=SUPPORT, params={"recordId": body["id"]})).json()
+    assert [r["status"] for r in listed] == ["recycled"]
 
 
 async def test_a_record_still_bad_stays_rejected_with_its_new_reason_and_history(client, db_url):
