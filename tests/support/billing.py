@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
 from sqlmodel import select
@@ -17,6 +18,8 @@ from tests.support.records import create_billing_account, create_customer, now
 from workflows.messages import PaymentReceived, ProductActivated, billing_account_workflow_id
 
 OFFERINGS = {"mobile-s": ("Mobile S", "1"), "mobile-l": ("Mobile L", "1")}
+BERLIN = ZoneInfo("Europe/Berlin")
+STEP = timedelta(days=35)  # at most one month of skipped time per sleep, so each cycle continues-as-new on its own
 
 
 @dataclass
@@ -125,3 +128,52 @@ def events(db_url: str, account_id: str) -> list[BusinessEvent]:
 
 def mails_to(mail_sink, recipient: str) -> list:
     return [m for m in mail_sink.messages() if m["To"] == recipient]
+
+
+# --- the clock and waiting under time skipping ------------------------------------------------
+
+
+def local_midnight(day: date) -> datetime:
+    """Independent of domain.billing_cycle: the UTC instant of 00:00 Berlin time on `day`."""
+    return datetime.combine(day, time(0), tzinfo=BERLIN).astimezone(UTC)
+
+
+async def pin_clock(ts_env, month: int, day: int) -> datetime:
+    """Moves the server clock to the next `day`.`month`. at 12:00 Berlin (before any workflow runs)."""
+    now = await ts_env.get_current_time()
+    target = datetime(now.astimezone(BERLIN).year, month, day, 12, tzinfo=BERLIN)
+    if target < now:
+        target = target.replace(year=target.year + 1)
+    await ts_env.sleep(target - now)
+    return target.astimezone(UTC)
+
+
+async def advance_to(ts_env, instant: datetime) -> None:
+    """Skips time up to `instant` in steps of at most STEP while the worker runs."""
+    while (remaining := instant - await ts_env.get_current_time()) > timedelta(0):
+        await ts_env.sleep(min(remaining, STEP))
+
+
+async def eventually(check, timeout_s: float = 15.0):
+    """Polls in real time (no time is skipped meanwhile) until `check()` returns a truthy value without
+    raising; returns that value. Covers activities still finishing when a sleep returns."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return result
+            error: BaseException | None = None
+        except Exception as caught:  # e.g. a query racing a continue-as-new
+            error = caught
+        if asyncio.get_running_loop().time() > deadline:
+            if error is not None:
+                raise error
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(0.05)
+
+
+async def barring(oss_http, msisdn: str) -> str:
+    return (await oss_http.get(f"/sim/services/{msisdn}")).json()["barring"]

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from zoneinfo import ZoneInfo
 
 
 from sqlmodel import select
@@ -21,6 +20,12 @@ from domain.billing_cycle import CycleSpec, period_containing
 from persistence.db import session_scope
 from persistence.tables import Notification, Payment, PaymentAllocation
 from tests.support.billing import (
+    BERLIN,
+    advance_to,
+    barring,
+    eventually,
+    local_midnight,
+    pin_clock,
     Account,
     billed_charges,
     events,
@@ -43,18 +48,12 @@ from workflows.messages import (
     DunningView,
 )
 
-BERLIN = ZoneInfo("Europe/Berlin")
 DECLINING_CARD = "4000000000000002"  # generic_decline: a soft decline, retried by dunning
-STEP = timedelta(days=35)  # at most one month of skipped time per sleep, so each cycle continues-as-new on its own
 VAT = Decimal("1.19")
 
 
 # --- helpers ------------------------------------------------------------------------------------
 
-
-def local_midnight(day: date) -> datetime:
-    """Independent of domain.billing_cycle: the UTC instant of 00:00 Berlin time on `day`."""
-    return datetime.combine(day, time(0), tzinfo=BERLIN).astimezone(UTC)
 
 
 def add_months(day: date, months: int) -> date:
@@ -62,41 +61,7 @@ def add_months(day: date, months: int) -> date:
     return date(index // 12, index % 12 + 1, day.day)
 
 
-async def pin_clock(ts_env, month: int, day: int) -> datetime:
-    """Moves the server clock to the next `day`.`month`. at 12:00 Berlin (before any workflow runs)."""
-    now = await ts_env.get_current_time()
-    target = datetime(now.astimezone(BERLIN).year, month, day, 12, tzinfo=BERLIN)
-    if target < now:
-        target = target.replace(year=target.year + 1)
-    await ts_env.sleep(target - now)
-    return target.astimezone(UTC)
 
-
-async def advance_to(ts_env, instant: datetime) -> None:
-    """Skips time up to `instant` in steps of at most STEP while the worker runs."""
-    while (remaining := instant - await ts_env.get_current_time()) > timedelta(0):
-        await ts_env.sleep(min(remaining, STEP))
-
-
-async def eventually(check, timeout_s: float = 15.0):
-    """Polls in real time (no time is skipped meanwhile) until `check()` returns a truthy value without
-    raising; returns that value. Covers activities still finishing when a sleep returns."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        try:
-            result = check()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return result
-            error: BaseException | None = None
-        except Exception as caught:  # e.g. a query racing a continue-as-new
-            error = caught
-        if asyncio.get_running_loop().time() > deadline:
-            if error is not None:
-                raise error
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        await asyncio.sleep(0.05)
 
 
 async def dunning(handle) -> DunningView:
@@ -106,9 +71,6 @@ async def dunning(handle) -> DunningView:
 async def balance(handle) -> BalanceView:
     return await handle.query(QUERY_BALANCE, result_type=BalanceView)
 
-
-async def barring(oss_http, msisdn: str) -> str:
-    return (await oss_http.get(f"/sim/services/{msisdn}")).json()["barring"]
 
 
 def cents(amount: Decimal) -> Decimal:

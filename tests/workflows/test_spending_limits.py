@@ -6,8 +6,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 from adapters.temporal.client import WorkflowGateway
-from tests.support.billing import events, mails_to, open_account, products, start_billing
-from tests.workflows.test_billing_account_workflow import advance_to, barring, eventually, local_midnight, pin_clock
+from tests.support.billing import advance_to, barring, eventually, events, local_midnight, mails_to, open_account, pin_clock, products, start_billing
 from workflows.messages import SpendingThresholdCrossed
 
 
