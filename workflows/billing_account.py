@@ -119,6 +119,9 @@ class BillingAccountWorkflow:
         self._spending = s.pending_spending + self._spending
         s.pending_payments, s.pending_spending = [], []
         while True:
+            # Reset before looking at the buffers: a signal that lands while an activity below runs sets it
+            # again, so the wait at the end of this pass returns at once instead of sleeping past it.
+            self._woken = False
             self._take_products()
             if self._payments:
                 await self._apply_payments()
@@ -137,7 +140,6 @@ class BillingAccountWorkflow:
                 await self._run_step(due[0])
                 continue
             wake_at = min(t for t in (s.period.end, due[1] if due else None, self._next_due_date(now)) if t is not None)
-            self._woken = False
             try:
                 await workflow.wait_condition(lambda: self._woken, timeout=wake_at - now)
             except asyncio.TimeoutError:
