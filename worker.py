@@ -15,7 +15,8 @@ from activities.orders import OrderActivities
 from adapters.notify.email import SmtpNotifier
 from adapters.oss.http_client import HttpOssClient
 from adapters.payments.factory import build_gateway
-from adapters.temporal.client import connect
+from adapters.temporal.client import WorkflowGateway, connect
+from adapters.temporal.outbox_relay import OutboxRelay, workflow_handlers
 from config.catalog_loader import load_catalog
 from config.profiles import load_billing_profiles
 from config.tariff_loader import check_offerings, load_tariff_book
@@ -76,8 +77,16 @@ async def run_worker(settings: Settings | None = None) -> None:
         # stop polling, give in-flight activities graceful_shutdown_timeout to finish.
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(worker.shutdown()))
+        # Ingestion reports spending-limit crossings through the outbox; the worker delivers them.
+        relay = OutboxRelay(settings.database_url, workflow_handlers(WorkflowGateway(client, settings.task_queue)))
+        stop_relay = asyncio.Event()
+        relay_task = asyncio.create_task(relay.run(stop_relay))
         log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
-        await worker.run()
+        try:
+            await worker.run()
+        finally:
+            stop_relay.set()
+            await relay_task
 
 
 def main() -> None:

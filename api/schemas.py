@@ -129,6 +129,20 @@ def _payment_method(value: Ref | None) -> Ref | None:
     return value
 
 
+class SpendingLimitIn(TmfModel):
+    """The customer is told at 80 % and 100 % of the limit; with hardCap, outgoing use is barred at 100 %
+    until the next cycle starts."""
+
+    amount: MoneyIn
+    hardCap: bool = False
+
+
+class BillingAccountUpdate(TmfModel):
+    """PATCH: only the fields present change; `"spendingLimit": null` removes the limit."""
+
+    spendingLimit: SpendingLimitIn | None = None
+
+
 class BillingAccountCreate(TmfModel):
     name: NonEmpty
     relatedParty: list[PartyRef] = Field(min_length=1)
@@ -136,6 +150,7 @@ class BillingAccountCreate(TmfModel):
     timeZone: str = Field(default="Europe/Berlin", description="o2c extension: IANA zone of the account's cycles")
     billingProfile: NonEmpty = Field(default="standard", description="o2c extension: a billing profile name")
     defaultPaymentMethod: Ref | None = None
+    spendingLimit: SpendingLimitIn | None = Field(default=None, description="o2c extension: a limit on a cycle's usage cost")
 
     @field_validator("timeZone")
     @classmethod

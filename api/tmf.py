@@ -140,6 +140,8 @@ def billing_account(row: BillingAccount) -> dict[str, Any]:
         "timeZone": row.timezone,
         "billingProfile": row.billing_profile,
         "currency": row.currency,
+        "spendingLimit": None if row.spending_limit_cents is None else {
+            "amount": money_cents(row.spending_limit_cents), "hardCap": row.spending_hard_cap},
         "billingCycleSpecification": {
             "@type": "BillingCycleSpecification",
             "billingDateShift": 0,

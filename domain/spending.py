@@ -39,3 +39,8 @@ def crossed_thresholds(limit: SpendingLimit, cost_before: Decimal, cost_after: D
 
 def cap_reached(limit: SpendingLimit, cost: Decimal) -> bool:
     return limit.hard_cap and cost >= limit.amount
+
+
+def reached_thresholds(limit: SpendingLimit, cost: Decimal) -> list[int]:
+    """Every threshold the cost has reached (a threshold is reached at exactly its amount)."""
+    return [percent for percent in limit.thresholds_percent if cost >= limit.amount * percent / 100]

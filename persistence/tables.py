@@ -40,6 +40,10 @@ class BillingAccount(SQLModel, table=True):
     # The first instant of billing for fixed-length (demo) cycles; monthly cycles are anchored on the BCD.
     cycle_anchor: datetime | None = _utc(default=None, nullable=True)
     created_at: datetime = _utc()
+    # A limit on the usage cost of one cycle (cents); None = no limit. With a hard cap, reaching it
+    # bars outgoing use until the next cycle.
+    spending_limit_cents: int | None = Field(default=None, sa_type=BigInteger, nullable=True)
+    spending_hard_cap: bool = False
 
 
 class ProductOrder(SQLModel, table=True):
@@ -320,3 +324,20 @@ class RejectedUsageRecycle(SQLModel, table=True):
     new_reason: str | None = None
     usage_record_id: str | None = None  # the stored usage record (accepted, duplicate)
     recycled_by: str
+
+
+class OutboxMessage(SQLModel, table=True):
+    """A message written in the same transaction as the change it reports, delivered afterwards by a
+    relay (at least once; receivers are idempotent). `key` makes writing it idempotent: the same
+    business fact is written once, however often the transaction that finds it runs."""
+
+    __tablename__ = "outbox_message"
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True)
+    topic: str = Field(index=True)  # e.g. spending.threshold
+    payload: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _utc()
+    delivered_at: datetime | None = _utc(default=None, nullable=True, index=True)
+    next_attempt_at: datetime | None = _utc(default=None, nullable=True)  # None = as soon as possible
+    attempts: int = 0
+    last_error: str | None = None

@@ -4,6 +4,8 @@ from __future__ import annotations
 from sqlmodel import Session, select
 
 from domain.billing_profile import BillingProfile
+from domain.money import to_minor
+from domain.spending import SpendingLimit
 from persistence.tables import BillingAccount, BusinessEvent, Customer
 from services.errors import Invalid, NotFound, field_error
 from services.query import Page, new_id, paginate, utcnow
@@ -20,6 +22,7 @@ def create_billing_account(
     payment_method: str | None,
     profiles: dict[str, BillingProfile],
     customer_field: str = "relatedParty[0].id",
+    spending_limit: SpendingLimit | None = None,
 ) -> BillingAccount:
     errors = []
     customer = session.get(Customer, customer_id)
@@ -45,6 +48,8 @@ def create_billing_account(
         # Fixed-length (demo) cycles count from the account's creation; monthly ones use the BCD.
         cycle_anchor=now if profile.cycle_kind == "fixed" else None,
         created_at=now,
+        spending_limit_cents=None if spending_limit is None else to_minor(spending_limit.amount),
+        spending_hard_cap=spending_limit.hard_cap if spending_limit is not None else False,
     )
     session.add(row)
     session.add(
@@ -57,6 +62,27 @@ def create_billing_account(
         )
     )
     return row
+
+
+def set_spending_limit(session: Session, account_id: str, limit: SpendingLimit | None) -> BillingAccount:
+    """Sets or removes the limit. It applies to usage rated from now on; thresholds already reported
+    in the running cycle are not reported again for the same limit."""
+    row = get_billing_account(session, account_id)
+    before = _limit_text(row)
+    row.spending_limit_cents = None if limit is None else to_minor(limit.amount)
+    row.spending_hard_cap = limit.hard_cap if limit is not None else False
+    after = _limit_text(row)
+    if before != after:
+        session.add(row)
+        session.add(BusinessEvent(customer_id=row.customer_id, billing_account_id=row.id, kind="spending_limit_changed",
+                                  message=f"Spending limit changed from {before} to {after}", data={"before": before, "after": after}, at=utcnow()))
+    return row
+
+
+def _limit_text(row: BillingAccount) -> str:
+    if row.spending_limit_cents is None:
+        return "none"
+    return f"{row.spending_limit_cents // 100}.{row.spending_limit_cents % 100:02d} EUR" + (" (hard cap)" if row.spending_hard_cap else "")
 
 
 def get_billing_account(session: Session, account_id: str) -> BillingAccount:

@@ -54,6 +54,7 @@ from domain.tariff import Tariff, TariffBook
 from persistence.tables import AllowanceCounter, BillingAccount, Product, RejectedUsage, UsageRecord
 from services.compiled_tariffs import eu_data_cap_bytes, rate_rows, stand_in_destination
 from services.rated_record import counter_values, rated_values
+from services.spending_monitor import record_spending_crossings
 from services.errors import NotFound
 from services.query import Page, paginate, utcnow
 
@@ -452,6 +453,7 @@ def ingest(session: Session, parsed: Sequence[ParsedUsage], catalog: Catalog, pr
     _insert_records(session, list(new_records.values()))
     session.add_all(rejections)
     session.flush()
+    record_spending_crossings(session, accounts, {(g.product.billing_account_id, g.period_start) for g in groups.values()}, now)
 
     final: list[UsageResult] = []
     for result in results:

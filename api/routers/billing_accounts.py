@@ -9,8 +9,9 @@ from fastapi.responses import JSONResponse
 from api import tmf
 from api.deps import Ctx, PagingDep, list_response, reader, writer
 from api.errors import ApiError
-from api.schemas import BillingAccountCreate
+from api.schemas import BillingAccountCreate, BillingAccountUpdate, SpendingLimitIn
 from domain.orders import FieldError
+from domain.spending import SpendingLimit
 from services import billing_accounts
 
 router = APIRouter(prefix=tmf.ACCOUNT_API, tags=["TMF666 Account"])
@@ -23,6 +24,10 @@ def customer_reference(parties: list) -> tuple[str, str]:
             return party.id, f"relatedParty[{index}].id"
     raise ApiError(422, "invalid_request", "a relatedParty with role 'customer' is required",
                    [FieldError(field="relatedParty", code="required", message="a relatedParty with role 'customer' is required")])
+
+
+def spending_limit(body: SpendingLimitIn | None) -> SpendingLimit | None:
+    return None if body is None else SpendingLimit(amount=body.amount.value, hard_cap=body.hardCap)
 
 
 @router.post("/billingAccount", status_code=201, dependencies=[writer("billingAccount")])
@@ -39,6 +44,7 @@ async def create_billing_account(body: BillingAccountCreate, ctx: Ctx) -> JSONRe
             billing_profile=body.billingProfile,
             payment_method=body.defaultPaymentMethod.id.strip() if body.defaultPaymentMethod else None,
             profiles=ctx.profiles,
+            spending_limit=spending_limit(body.spendingLimit),
         )
     )
     return JSONResponse(tmf.billing_account(row), status_code=201, headers={"Location": tmf.account_href(row.id)})
@@ -55,6 +61,15 @@ async def list_billing_accounts(
 @router.get("/billingAccount/{account_id}", dependencies=[reader("billingAccount")])
 async def get_billing_account(account_id: str, ctx: Ctx) -> JSONResponse:
     return JSONResponse(tmf.billing_account(await ctx.tx(billing_accounts.get_billing_account, account_id)))
+
+
+@router.patch("/billingAccount/{account_id}", dependencies=[writer("billingAccount")])
+async def update_billing_account(account_id: str, body: BillingAccountUpdate, ctx: Ctx) -> JSONResponse:
+    """Changes the fields present in the body (today: spendingLimit; null removes it)."""
+    row = await ctx.tx(billing_accounts.get_billing_account, account_id)
+    if "spendingLimit" in body.model_fields_set:
+        row = await ctx.tx(billing_accounts.set_spending_limit, account_id, spending_limit(body.spendingLimit))
+    return JSONResponse(tmf.billing_account(row))
 
 
 @router.get("/billingAccount/{account_id}/events", dependencies=[reader("billingAccount")])
