@@ -8,8 +8,10 @@ prorate by elapsed time.
 
 from __future__ import annotations
 
+import math
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal
+from fractions import Fraction
 from typing import Literal
 
 from domain.billing_cycle import BillingPeriod, require_utc, zone
@@ -102,3 +104,74 @@ def _strip_trailing_zeros(value: Decimal) -> Decimal:
     if normalized.as_tuple().exponent > 0:  # type: ignore[operator]
         return normalized.quantize(_ONE, context=_ARITHMETIC)
     return normalized
+
+
+# --- Cumulative proration: parts of one cycle that add up exactly ------------------------------
+#
+# Rounding every prorated part on its own can lose or gain a cent: 10.00 split 1/3, 1/3, 1/3 gives
+# 3.33 + 3.33 + 3.33 = 9.99. Rounding the *cumulative* share instead,
+#
+#     part(a, b) = round(fee * b / N) - round(fee * a / N)        (units a..b of N, b exclusive)
+#
+# makes parts of consecutive sub-periods telescope: part(0, k) + part(k, N) = round(fee) - 0 = fee
+# for a fee in whole cents, whatever k is. A fee billed in advance, minus the credit for the unused
+# days, is therefore exactly the prorated charge for the days used. Units are local calendar days
+# for monthly cycles (a DST day of 23 or 25 hours is one day) and microseconds for fixed cycles.
+# The arithmetic is exact (fractions) and rounds half away from zero, as `domain.money.to_cents`.
+
+
+def period_units(period: BillingPeriod, kind: Literal["monthly", "fixed"] = "monthly") -> int:
+    """How many proration units `period` has: local calendar days (monthly) or microseconds (fixed)."""
+    if kind == "fixed":
+        return period.duration // _MICROSECOND
+    return _days_between(period.local_start, period.local_end)
+
+
+def unit_index(
+    period: BillingPeriod, instant: datetime, timezone: str, kind: Literal["monthly", "fixed"] = "monthly"
+) -> int:
+    """The unit of `period` that `instant` falls in, clamped to [0, period_units(period)].
+
+    Monthly: the index of the instant's local calendar day, so a service that starts at `instant` is
+    billed from that day on and one that stops at `instant` is billed up to the day before (the same
+    day rule as `active_fraction`). Instants before the period give 0, after it the unit count.
+    """
+    instant = require_utc(instant)
+    total = period_units(period, kind)
+    if kind == "fixed":
+        index = (instant - period.start) // _MICROSECOND
+    else:
+        index = _days_between(period.local_start, instant.astimezone(zone(timezone)).date())
+    return min(max(index, 0), total)
+
+
+def prorated_part(amount: Decimal, start: int, end: int, total: int) -> Decimal:
+    """The cents of `amount` for units [start, end) of a cycle of `total` units (cumulative rounding).
+
+    Parts of consecutive ranges add up exactly: prorated_part(a, 0, k, n) + prorated_part(a, k, n, n)
+    equals `amount` rounded to cents.
+    """
+    amount = parse_money(amount)
+    if total <= 0:
+        raise ValueError(f"a cycle needs at least one unit, got {total}")
+    if not 0 <= start <= end <= total:
+        raise ValueError(f"units must satisfy 0 <= start <= end <= total, got {start}, {end}, {total}")
+    exact = Fraction(amount)
+    return _fraction_to_cents(exact * end / total) - _fraction_to_cents(exact * start / total)
+
+
+def split_prorated(amount: Decimal, boundaries: list[int], total: int) -> list[Decimal]:
+    """`amount` split over consecutive ranges [b0, b1), [b1, b2), ... of a `total`-unit cycle.
+
+    With boundaries [0, ..., total] the parts add up to `amount` in cents exactly.
+    """
+    if any(later < earlier for earlier, later in zip(boundaries, boundaries[1:], strict=False)):
+        raise ValueError(f"boundaries must not decrease: {boundaries}")
+    return [prorated_part(amount, a, b, total) for a, b in zip(boundaries, boundaries[1:], strict=False)]
+
+
+def _fraction_to_cents(value: Fraction) -> Decimal:
+    """Round an exact fraction to cents, half away from zero."""
+    hundredths = abs(value) * 100
+    cents = math.floor(hundredths + Fraction(1, 2))
+    return Decimal(cents if value >= 0 else -cents).scaleb(-2, context=_ARITHMETIC)
