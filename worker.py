@@ -10,24 +10,28 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.bill_run import BillRunActivities
 from activities.billing import BillingActivities
 from activities.orders import OrderActivities
 from adapters.notify.email import SmtpNotifier
 from adapters.oss.http_client import HttpOssClient
 from adapters.payments.factory import build_gateway
+from adapters.http.hub_dispatcher import run_hub_dispatcher
 from adapters.temporal.client import WorkflowGateway, connect
 from adapters.temporal.outbox_relay import OutboxRelay, workflow_handlers
+from adapters.temporal.schedules import ensure_bill_run_schedule
 from config.catalog_loader import load_catalog
 from config.profiles import load_billing_profiles
 from config.tariff_loader import check_offerings, load_tariff_book
 from config.settings import Settings, get_settings
 from persistence.db import migrate
+from workflows.bill_run import BillRunCheckWorkflow
 from workflows.billing_account import BillingAccountWorkflow
 from workflows.order import OrderWorkflow
 
 log = logging.getLogger("o2c.worker")
 
-WORKFLOWS = [OrderWorkflow, BillingAccountWorkflow]
+WORKFLOWS = [OrderWorkflow, BillingAccountWorkflow, BillRunCheckWorkflow]
 
 
 def activities_of(*holders: object) -> list:
@@ -48,9 +52,11 @@ def build_activities(settings: Settings, profiles: dict | None = None) -> list:
     oss = HttpOssClient(settings.oss_base_url, callback_url=f"{settings.public_base_url}/tmf-api/serviceOrdering/v4/listener/serviceOrderStateChangeEvent")
     gateway = build_gateway(settings.stripe_api_key, settings.stripe_api_base, settings.sepa_settle_delay_s)
     notifier = SmtpNotifier(settings.smtp_host, settings.smtp_port, settings.mail_from)
+    profiles = profiles or load_billing_profiles()
     return activities_of(
         OrderActivities(settings.database_url, catalog, oss, settings.task_queue),
-        BillingActivities(settings, catalog, profiles or load_billing_profiles(), gateway, oss, notifier),
+        BillingActivities(settings, catalog, profiles, gateway, oss, notifier),
+        BillRunActivities(settings.database_url, profiles),
     )
 
 
@@ -71,6 +77,8 @@ async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     migrate(settings.database_url)
     client = await connect(settings.temporal_address, settings.temporal_namespace)
+    if await ensure_bill_run_schedule(client, settings.task_queue):
+        log.info("created the nightly bill-run check schedule")
     with ThreadPoolExecutor(max_workers=32) as executor:
         worker = build_worker(client, settings, executor)
         # SIGTERM (docker stop, Kubernetes, `o2c up`) gets the same graceful shutdown as Ctrl-C:
@@ -81,12 +89,15 @@ async def run_worker(settings: Settings | None = None) -> None:
         relay = OutboxRelay(settings.database_url, workflow_handlers(WorkflowGateway(client, settings.task_queue)))
         stop_relay = asyncio.Event()
         relay_task = asyncio.create_task(relay.run(stop_relay))
+        # Events for the CRM's listeners (TMF hub) go out from the same process.
+        hub_task = asyncio.create_task(run_hub_dispatcher(settings.database_url, stop_relay))
         log.info("worker polling task queue %s on %s", settings.task_queue, settings.temporal_address)
         try:
             await worker.run()
         finally:
             stop_relay.set()
             await relay_task
+            await hub_task
 
 
 def main() -> None:

@@ -8,28 +8,42 @@ from sqlmodel import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.invoice_charges import recurring_charges, usage_charges
-from activities.invoice_issuer import issue_invoice
+from activities.invoice_charges import on_demand_charges, recurring_charges, usage_charges
+from activities.invoice_issuer import CREDIT_NOTE, issue_invoice, move_invoice, on_demand_invoice_id
 from activities.ledger import allocate_payments, balance
 from activities.order_records import record_event, utcnow
-from adapters.notify.email import EmailMessageSpec, NotificationUnavailable, SmtpNotifier
+from adapters.notify.email import EmailMessageSpec, NotificationRejected, NotificationUnavailable, SmtpNotifier
 from adapters.oss.port import OssClient, OssRejected, OssUnavailable
 from adapters.payments.port import GatewayUnavailable, PaymentGateway
 from config.settings import Settings
+from config.tariff_loader import cached_tariff_book
 from domain.billing_cycle import BillingPeriod, CycleSpec, zone
 from domain.billing_profile import BillingProfile
 from domain.catalog import Catalog
 from domain.money import from_minor
 from domain.payments import ChargeRequest, parse_payment_method
 from domain.products import ProductStatus
+from domain.tariff import TariffBook
 from persistence.db import session_scope
-from persistence.tables import BillingAccount, Customer, Invoice, Notification, Payment, Product
+from persistence.tables import BillingAccount, BillOnDemand, Customer, Invoice, Notification, Payment, Product
+from services.usage_rerate import rerate_flagged
 from workflows.messages import AccountSetup, BalanceView, ChargeOutcome, IssuedInvoice, SpendingThresholdCrossed
+
+# At most this many flagged usage periods of one account are re-rated before its invoice (there is
+# one per product and period, so this is far above what an account has).
+RERATE_LIMIT = 1000
+
+
+def issued_view(invoice: Invoice) -> IssuedInvoice:
+    return IssuedInvoice(invoice_id=invoice.id, number=invoice.number, gross_cents=invoice.gross_cents, issued_at=invoice.issued_at,
+                         due_at=invoice.due_at, state=invoice.state)
 
 
 class BillingActivities:
-    def __init__(self, settings: Settings, catalog: Catalog, profiles: dict[str, BillingProfile], gateway: PaymentGateway, oss: OssClient, notifier: SmtpNotifier) -> None:
+    def __init__(self, settings: Settings, catalog: Catalog, profiles: dict[str, BillingProfile], gateway: PaymentGateway, oss: OssClient, notifier: SmtpNotifier,
+                 tariffs: TariffBook | None = None) -> None:
         self.settings = settings
+        self._tariffs = tariffs
         self.db_url = settings.database_url
         self.catalog = catalog
         self.profiles = profiles
@@ -57,40 +71,123 @@ class BillingActivities:
                 customer_email=account.email or (customer.email if customer else None),
             )
 
+    @property
+    def tariffs(self) -> TariffBook:
+        if self._tariffs is None:
+            self._tariffs = cached_tariff_book()
+        return self._tariffs
+
+    def _rerate_flagged(self, session, account: BillingAccount) -> None:
+        """Usage periods flagged for re-rating (out-of-order usage, a corrected tariff) are priced again
+        before any charge is gathered, in the invoice's transaction, so the invoice bills the right amounts."""
+        reports = rerate_flagged(session, self.tariffs, catalog=self.catalog, limit=RERATE_LIMIT, billing_account_id=account.id)
+        for report in reports:
+            if report.applied or report.billed_deltas or report.unrated:
+                record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="usage.rerated",
+                             message=f"Usage of product {report.product_id} from {report.period_start:%Y-%m-%d} re-rated before invoicing: "
+                                     f"{len(report.applied)} records changed by {report.applied_delta} EUR"
+                                     + (f"; {len(report.billed_deltas)} already billed records differ by {report.billed_delta} EUR" if report.billed_deltas else "")
+                                     + (f"; {len(report.unrated)} could not be rated again" if report.unrated else ""),
+                             data={"productId": report.product_id, "periodStart": report.period_start.isoformat(),
+                                   "applied": len(report.applied), "appliedDelta": str(report.applied_delta),
+                                   "billedDelta": str(report.billed_delta), "unrated": len(report.unrated)})
+
     @activity.defn(name="issue_cycle_invoice")
     def issue_cycle_invoice(self, billing_account_id: str, cycle: CycleSpec, period: BillingPeriod, payment_terms_s: float) -> IssuedInvoice | None:
-        """Closes the period: its usage and fees become one invoice with the next gapless number."""
+        """Closes the period: its usage and fees become one invoice with the next gapless number, or,
+        while the account's invoice hold is on, an onHold draft without a number that staff approve."""
         with session_scope(self.db_url) as session:
             account = self._account(session, billing_account_id)
+            self._rerate_flagged(session, account)
             products = list(session.exec(select(Product).where(Product.billing_account_id == billing_account_id)))
             charges = recurring_charges(session, products, self.catalog, cycle, period)
             charges += usage_charges(session, billing_account_id, self.catalog, {p.id: p for p in products}, period)
             issued_at = utcnow()
-            invoice = issue_invoice(session, self.settings, account, period, charges, issued_at, issued_at + timedelta(seconds=payment_terms_s))
+            invoice = issue_invoice(session, self.settings, account, period, charges, issued_at, issued_at + timedelta(seconds=payment_terms_s),
+                                    hold=account.invoice_hold)
             if invoice is None:
                 return None
+            self._record_issued(session, account, invoice)
+            return issued_view(invoice)
+
+    def _record_issued(self, session, account: BillingAccount, invoice: Invoice) -> None:
+        if invoice.number is None:
+            record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="invoice.held",
+                         message=f"Invoice draft over {from_minor(invoice.gross_cents)} EUR is on hold until staff approve it (invoice hold)",
+                         data={"invoiceId": invoice.id})
+        else:
             record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="invoice.issued",
                          message=f"Invoice {invoice.number} issued: {from_minor(invoice.gross_cents)} EUR due {invoice.due_at:%Y-%m-%d %H:%M} UTC",
                          data={"invoiceId": invoice.id, "number": invoice.number})
-            return IssuedInvoice(invoice_id=invoice.id, number=invoice.number, gross_cents=invoice.gross_cents, issued_at=invoice.issued_at, due_at=invoice.due_at)
+
+    @activity.defn(name="issue_on_demand_invoice")
+    def issue_on_demand_invoice(self, billing_account_id: str, cycle: CycleSpec, request_id: str, payment_terms_s: float) -> IssuedInvoice | None:
+        """TMF678 customerBillOnDemand: an off-cycle invoice, now, for everything not yet billed (e.g. at
+        termination). Keyed by the request: a retry returns the same invoice. The request ends `done`
+        with its bill, or `rejected` when there was nothing to bill."""
+        with session_scope(self.db_url) as session:
+            request = session.get(BillOnDemand, request_id)
+            if request is None or request.billing_account_id != billing_account_id:
+                raise ApplicationError(f"customerBillOnDemand {request_id} of account {billing_account_id} does not exist",
+                                       type="UnknownBillOnDemand", non_retryable=True)
+            account = self._account(session, billing_account_id)
+            invoice_id = on_demand_invoice_id(request_id)
+            invoice = session.get(Invoice, invoice_id)
+            if invoice is None and request.state == "inProgress":
+                self._rerate_flagged(session, account)
+                products = list(session.exec(select(Product).where(Product.billing_account_id == billing_account_id)))
+                issued_at = utcnow()
+                period, charges = on_demand_charges(session, billing_account_id, products, self.catalog, cycle, issued_at)
+                invoice = issue_invoice(session, self.settings, account, period, charges, issued_at, issued_at + timedelta(seconds=payment_terms_s),
+                                        kind="on_demand", invoice_id=invoice_id)
+                if invoice is not None:
+                    self._record_issued(session, account, invoice)
+            if request.state == "inProgress":
+                request.state = "done" if invoice is not None else "rejected"
+                request.state_reason = None if invoice is not None else "nothing_to_bill: every charge up to now is billed already"
+                request.invoice_id = invoice.id if invoice is not None else None
+                request.updated_at = utcnow()
+                session.add(request)
+            return issued_view(invoice) if invoice is not None else None
+
+    @activity.defn(name="approved_invoices")
+    def approved_invoices(self, invoice_ids: list[str]) -> list[IssuedInvoice]:
+        """Which of these onHold drafts staff have approved meanwhile (in case the approval signal was lost)."""
+        with session_scope(self.db_url) as session:
+            rows = session.exec(select(Invoice).where(Invoice.id.in_(invoice_ids)).order_by(Invoice.issued_at, Invoice.id)).all()
+            return [issued_view(row) for row in rows if row.number is not None]
 
     @activity.defn(name="send_invoice")
     async def send_invoice(self, invoice_id: str) -> None:
+        """E-mails an issued invoice or credit note with its PDF, once (keyed by the document). A mail server
+        that is down or answers 4xx makes the activity fail and Temporal retry it; a permanent refusal (5xx,
+        bad address) is not retried and the workflow records it for staff."""
         with session_scope(self.db_url) as session:
             invoice = session.get(Invoice, invoice_id)
             account = self._account(session, invoice.billing_account_id)
             customer = session.get(Customer, account.customer_id)
             recipient = account.email or (customer.email if customer else None)
-            body = (f"Dear {customer.name if customer else 'customer'},\n\nyour invoice {invoice.number} over {from_minor(invoice.gross_cents)} EUR "
-                    f"is attached. It is due on {invoice.due_at:%Y-%m-%d}.\n\n{self.settings.seller_name}")
+            greeting = f"Dear {customer.name if customer else 'customer'},\n\n"
+            if invoice.kind == CREDIT_NOTE:
+                subject = f"Your credit note {invoice.number}"
+                body = (f"{greeting}your credit note {invoice.number} over {from_minor(-invoice.gross_cents)} EUR for invoice "
+                        f"{invoice.referenced_invoice_number} is attached. The amount is set off against open invoices or credited to "
+                        f"your account.\n\n{self.settings.seller_name}")
+            else:
+                subject = f"Your invoice {invoice.number}"
+                body = (f"{greeting}your invoice {invoice.number} over {from_minor(invoice.gross_cents)} EUR "
+                        f"is attached. It is due on {invoice.due_at:%Y-%m-%d}.\n\n{self.settings.seller_name}")
             pdf = invoice.pdf or b""
             number = invoice.number
+        if number is None:
+            raise ApplicationError(f"invoice {invoice_id} is an onHold draft; it is sent once approved", type="InvoiceNotIssued", non_retryable=True)
         if recipient:
-            await self._notify(f"invoice:{invoice_id}", invoice_id, account.id, recipient, f"Your invoice {number}", body, [(f"{number}.pdf", "application/pdf", pdf)])
+            await self._notify(f"invoice:{invoice_id}", invoice_id, account.id, recipient, subject, body, [(f"{number}.pdf", "application/pdf", pdf)],
+                               give_up_on_refusal=True)
         with session_scope(self.db_url) as session:
             invoice = session.get(Invoice, invoice_id)
-            if invoice.state == "new":
-                invoice.state = "sent"
+            if invoice.state in ("new", "validated"):
+                move_invoice(invoice, state="sent")
                 session.add(invoice)
 
     @activity.defn(name="charge_invoice")
@@ -228,7 +325,11 @@ class BillingActivities:
             account = self._account(session, billing_account_id)
             record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind=kind, message=message)
 
-    async def _notify(self, key: str, invoice_id: str | None, billing_account_id: str, recipient: str, subject: str, body: str, attachments: list) -> None:
+    async def _notify(self, key: str, invoice_id: str | None, billing_account_id: str, recipient: str, subject: str, body: str, attachments: list,
+                      *, give_up_on_refusal: bool = False) -> None:
+        """Sends once per key. Transient SMTP failures fail the activity so Temporal retries it. A permanent
+        refusal (5xx) is retried too unless `give_up_on_refusal`: a dunning notice must really go out before
+        its consequences may follow, while an invoice mail that cannot be delivered must not hold up collection."""
         with session_scope(self.db_url) as session:
             if session.get(Notification, key) is not None:
                 return
@@ -236,6 +337,8 @@ class BillingActivities:
             message_id = await self.notifier.send(EmailMessageSpec(to=recipient, subject=subject, body_text=body, idempotency_key=key, attachments=attachments))
         except NotificationUnavailable as error:
             raise ApplicationError(f"SMTP unavailable: {error}", type="NotificationUnavailable") from error
+        except NotificationRejected as error:
+            raise ApplicationError(f"SMTP refused the message: {error}", type="NotificationRejected", non_retryable=give_up_on_refusal) from error
         with session_scope(self.db_url) as session:
             if session.get(Notification, key) is None:
                 session.add(Notification(id=key, billing_account_id=billing_account_id, recipient=recipient, subject=subject, message_id=message_id, sent_at=utcnow()))

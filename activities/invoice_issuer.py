@@ -1,27 +1,67 @@
-"""Issues an invoice: gapless number, stored lines and totals, billed marks and the PDF, all in one transaction.
-If anything fails the transaction rolls back, the number included, so the series has no gap."""
+"""Issues documents: invoices (cycle, on demand), onHold drafts and their approval, and credit notes.
+
+Issuing is one transaction: the document chain's head is locked first (one chain for every document,
+so two issuers can never fork it), then the series' next gapless number is taken, the PDF rendered
+and the document sealed: `content_hash` is SHA-256 over its canonical content including the previous
+document's hash. If anything fails the transaction rolls back, number and chain position included,
+so neither has a gap.
+
+Issued documents never change (persistence.tables guards it); `move_invoice` below is the one way
+o2c moves an invoice's state and settled amount, and `record_settlement` the one way money settles it.
+"""
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 
 from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from activities.invoice_charges import PendingCharge
-from adapters.documents.invoice_pdf import InvoicePdfData, PdfLine, PdfParty, PdfVat, render_invoice_pdf
+from adapters.documents.invoice_pdf import InvoicePdfData, PdfLine, PdfParty, PdfReference, PdfVat, render_invoice_pdf
 from config.settings import Settings
+from domain.allocation import OpenItem, allocate
 from domain.billing_cycle import BillingPeriod, zone
-from domain.invoicing import ComputedInvoice, compute_invoice, format_invoice_number
-from domain.money import to_minor
-from persistence.tables import BillingAccount, BilledCharge, Customer, Invoice, InvoiceSequence, UsageRecord
+from domain.invoicing import ChargeLine, compute_invoice, format_invoice_number
+from domain.money import from_minor, to_minor
+from persistence.tables import (
+    BillingAccount,
+    BilledCharge,
+    Customer,
+    DocumentChain,
+    Invoice,
+    InvoiceSequence,
+    Payment,
+    PaymentAllocation,
+    UsageRecord,
+)
 
 INVOICE_SERIES = "INV"
+CREDIT_NOTE_SERIES = "CN"
+CREDIT_NOTE = "credit_note"
 INVOICE_ID_NAMESPACE = uuid.UUID("5b0f5f7e-2f7e-4d0b-8d57-0c3c1b7f4a10")
+CHAIN_ID = "documents"
+HASH_VERSION = 1
+
+# TMF678 states. Only these move once a document is issued (see move_invoice).
+BILL_STATES = ("new", "onHold", "validated", "sent", "partiallyPaid", "settled")
+OPEN_STATES = ("new", "validated", "sent", "partiallyPaid")  # as activities.ledger counts them
 
 
 def invoice_id_for(billing_account_id: str, period_start: datetime, kind: str) -> str:
     return str(uuid.uuid5(INVOICE_ID_NAMESPACE, f"{billing_account_id}|{period_start.isoformat()}|{kind}"))
+
+
+def on_demand_invoice_id(request_id: str) -> str:
+    return str(uuid.uuid5(INVOICE_ID_NAMESPACE, f"on_demand|{request_id}"))
+
+
+def credit_note_id_for(client_key: str) -> str:
+    return str(uuid.uuid5(INVOICE_ID_NAMESPACE, f"credit_note|{client_key}"))
 
 
 def next_sequence(session: Session, series: str) -> int:
@@ -34,9 +74,84 @@ def next_sequence(session: Session, series: str) -> int:
     return session.exec(select(InvoiceSequence.last_value).where(InvoiceSequence.series == series)).one()
 
 
-def _period_label(period: BillingPeriod) -> str:
-    last_day = period.local_end - timedelta(days=1) if period.local_end > period.local_start else period.local_end
-    return f"{period.local_start:%d.%m.%Y} – {last_day:%d.%m.%Y}"
+# --- the document chain ---------------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(timezone.utc).isoformat()
+
+
+def _day(value: date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def canonical_content(invoice: Invoice) -> bytes:
+    """The document's immutable content as canonical JSON (sorted keys, no spaces, UTF-8): what
+    `content_hash` covers. Money is integer cents or the decimal strings stored on the lines; times
+    are UTC ISO-8601. The PDF enters by its SHA-256, so the printed document is covered too.
+    Changing this function changes every hash: bump HASH_VERSION and keep the old form for verifying."""
+    body = {
+        "v": HASH_VERSION,
+        "chainSeq": invoice.chain_seq,
+        "previousHash": invoice.previous_hash,
+        "documentType": "creditNote" if invoice.kind == CREDIT_NOTE else "invoice",
+        "kind": invoice.kind,
+        "number": invoice.number,
+        "billingAccountId": invoice.billing_account_id,
+        "customerId": invoice.customer_id,
+        "currency": invoice.currency,
+        "issuedAt": _iso(invoice.issued_at),
+        "dueAt": _iso(invoice.due_at),
+        "periodStart": _iso(invoice.period_start),
+        "periodEnd": _iso(invoice.period_end),
+        "localPeriodStart": _day(invoice.local_period_start),
+        "localPeriodEnd": _day(invoice.local_period_end),
+        "netCents": invoice.net_cents,
+        "vatCents": invoice.vat_cents,
+        "grossCents": invoice.gross_cents,
+        "lines": invoice.lines,
+        "vatBreakdown": invoice.vat_breakdown,
+        "referencedInvoice": None if invoice.referenced_invoice_id is None else {
+            "id": invoice.referenced_invoice_id,
+            "number": invoice.referenced_invoice_number,
+            "issueDate": _day(invoice.referenced_invoice_date),
+        },
+        "reason": invoice.reason,
+        "pdfSha256": None if invoice.pdf is None else hashlib.sha256(invoice.pdf).hexdigest(),
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def document_hash(invoice: Invoice) -> str:
+    return hashlib.sha256(canonical_content(invoice)).hexdigest()
+
+
+def _lock_chain(session: Session) -> DocumentChain:
+    """The chain's head, row-locked until the transaction ends (on SQLite the transaction already holds
+    the database's write lock from BEGIN IMMEDIATE). Taken before the number: every issuer queues here."""
+    statement = select(DocumentChain).where(DocumentChain.id == CHAIN_ID).with_for_update().execution_options(populate_existing=True)
+    head = session.exec(statement).first()
+    if head is None:  # a database created without migration 0006's row
+        head = DocumentChain(id=CHAIN_ID, last_seq=0, last_hash=None)
+        session.add(head)
+        session.flush()
+    return head
+
+
+def _seal(session: Session, head: DocumentChain, invoice: Invoice) -> None:
+    invoice.chain_seq = head.last_seq + 1
+    invoice.previous_hash = head.last_hash
+    invoice.content_hash = document_hash(invoice)
+    head.last_seq, head.last_hash = invoice.chain_seq, invoice.content_hash
+    session.add(head)
+
+
+# --- documents as PDF -----------------------------------------------------------------------------
+
+
+def _period_label(local_start: date, local_end: date) -> str:
+    last_day = local_end - timedelta(days=1) if local_end > local_start else local_end
+    return f"{local_start:%d.%m.%Y} – {last_day:%d.%m.%Y}"
 
 
 def _party_from_customer(customer: Customer) -> PdfParty:
@@ -45,35 +160,73 @@ def _party_from_customer(customer: Customer) -> PdfParty:
     return PdfParty(name=customer.name, address_lines=[line for line in lines if line] or ["(no postal address on file)"], vat_id=customer.vat_id)
 
 
-def render_pdf(settings: Settings, invoice: Invoice, account: BillingAccount, customer: Customer, computed: ComputedInvoice, period: BillingPeriod) -> bytes:
+def _pdf_line(line: dict) -> PdfLine:
+    start, end = line.get("period_start"), line.get("period_end")
+    period = f"{date.fromisoformat(start):%d.%m.%Y}–{date.fromisoformat(end):%d.%m.%Y}" if start and end else None
+    unit_price = line.get("unit_price")
+    return PdfLine(line_no=line["line_no"], description=line["description"], quantity=Decimal(str(line["quantity"])), unit=line["unit"],
+                   unit_price=Decimal(str(unit_price)) if unit_price is not None else None, net_amount=Decimal(str(line["net_amount"])),
+                   vat_rate=Decimal(str(line["vat_rate"])), period=period)
+
+
+def render_document(settings: Settings, invoice: Invoice, account: BillingAccount, customer: Customer, *, full_credit: bool = False) -> bytes:
+    """The PDF of an invoice or credit note, from its stored content (lines and totals as issued).
+
+    Hook for further renditions (the Factur-X / ZUGFeRD XML embedded in a PDF/A-3): they must be made
+    here, before the document is sealed, because the sealed hash covers the PDF's bytes."""
     tz = zone(account.timezone)
+    credit = invoice.kind == CREDIT_NOTE
+    if credit:
+        title = "Stornorechnung / Credit note" if full_credit else "Rechnungskorrektur / Credit note"
+        note = ("Der Betrag wird mit offenen Rechnungen verrechnet oder Ihrem Kundenkonto gutgeschrieben. "
+                "/ The amount is set off against open invoices or credited to your account.")
+    else:
+        title = "Rechnung / Invoice"
+        note = f"Payable by {invoice.due_at.astimezone(tz):%d.%m.%Y}. We collect it from your saved payment method where one is on file."
     data = InvoicePdfData(
         invoice_number=invoice.number,
         issue_date=invoice.issued_at.astimezone(tz).date(),
-        due_date=invoice.due_at.astimezone(tz).date(),
-        service_period=_period_label(period),
+        due_date=None if credit else invoice.due_at.astimezone(tz).date(),
+        service_period=_period_label(invoice.local_period_start, invoice.local_period_end),
         seller=PdfParty(name=settings.seller_name, address_lines=[settings.seller_address], vat_id=settings.seller_vat_id),
         buyer=_party_from_customer(customer),
         customer_number=customer.id,
         billing_account_id=account.id,
-        lines=[
-            PdfLine(line_no=line.line_no, description=line.description, quantity=line.quantity, unit=line.unit, unit_price=line.unit_price,
-                    net_amount=line.net_amount, vat_rate=line.vat_rate,
-                    period=f"{line.period_start:%d.%m.%Y}–{line.period_end:%d.%m.%Y}" if line.period_start and line.period_end else None)
-            for line in computed.lines
-        ],
-        vat_breakdown=[PdfVat(vat_category=v.vat_category, vat_rate=v.vat_rate, taxable_amount=v.taxable_amount, tax_amount=v.tax_amount) for v in computed.totals.vat_breakdown],
-        net_total=computed.totals.net_total, vat_total=computed.totals.vat_total, gross_total=computed.totals.gross_total,
-        payment_note=f"Payable by {invoice.due_at.astimezone(tz):%d.%m.%Y}. We collect it from your saved payment method where one is on file.",
+        currency=invoice.currency,
+        lines=[_pdf_line(line) for line in invoice.lines],
+        vat_breakdown=[PdfVat(vat_category=v["vat_category"], vat_rate=Decimal(str(v["vat_rate"])), taxable_amount=Decimal(str(v["taxable_amount"])),
+                              tax_amount=Decimal(str(v["tax_amount"]))) for v in invoice.vat_breakdown],
+        net_total=from_minor(invoice.net_cents), vat_total=from_minor(invoice.vat_cents), gross_total=from_minor(invoice.gross_cents),
+        payment_note=note,
+        document_title=title,
+        document_kind="credit_note" if credit else "invoice",
+        reference=PdfReference(invoice_number=invoice.referenced_invoice_number, issue_date=invoice.referenced_invoice_date) if credit else None,
+        reason=invoice.reason,
     )
     return render_invoice_pdf(data)
 
 
+def _number_and_seal(session: Session, settings: Settings, invoice: Invoice, series: str, account: BillingAccount, customer: Customer) -> None:
+    """Gives `invoice` its number, PDF and place in the chain. Called with everything else of the document final."""
+    head = _lock_chain(session)
+    year = invoice.issued_at.astimezone(zone(account.timezone)).year
+    invoice.number = format_invoice_number(series, year, next_sequence(session, f"{series}-{year}"))
+    invoice.pdf = render_document(settings, invoice, account, customer)
+    _seal(session, head, invoice)
+    session.add(invoice)
+    session.flush()
+
+
+# --- invoices ------------------------------------------------------------------------------------
+
+
 def issue_invoice(
     session: Session, settings: Settings, account: BillingAccount, period: BillingPeriod, charges: list[PendingCharge],
-    issued_at: datetime, due_at: datetime, kind: str = "cycle",
+    issued_at: datetime, due_at: datetime, kind: str = "cycle", *, hold: bool = False, invoice_id: str | None = None,
 ) -> Invoice | None:
-    invoice_id = invoice_id_for(account.id, period.start, kind)
+    """Issues the invoice for `charges` (or returns the one already issued for this id). With `hold`, it
+    is an onHold draft instead: content final, no number, no PDF, not in the chain, until approve_invoice."""
+    invoice_id = invoice_id or invoice_id_for(account.id, period.start, kind)
     existing = session.get(Invoice, invoice_id)
     if existing is not None:
         return existing
@@ -82,22 +235,80 @@ def issue_invoice(
     if not printable:
         return None
     computed = compute_invoice([c.line for c in printable])
-    year = issued_at.astimezone(zone(account.timezone)).year
-    series = f"{INVOICE_SERIES}-{year}"
-    number = format_invoice_number(INVOICE_SERIES, year, next_sequence(session, series))
     customer = session.get(Customer, account.customer_id)
     invoice = Invoice(
-        id=invoice_id, number=number, kind=kind, billing_account_id=account.id, customer_id=account.customer_id, state="new",
+        id=invoice_id, number=None, kind=kind, billing_account_id=account.id, customer_id=account.customer_id, state="onHold" if hold else "new",
         period_start=period.start, period_end=period.end, local_period_start=period.local_start, local_period_end=period.local_end,
         issued_at=issued_at, due_at=due_at, currency=account.currency,
         net_cents=to_minor(computed.totals.net_total), vat_cents=to_minor(computed.totals.vat_total), gross_cents=to_minor(computed.totals.gross_total),
         lines=[line.model_dump(mode="json") for line in computed.lines],
         vat_breakdown=[v.model_dump(mode="json") for v in computed.totals.vat_breakdown],
     )
-    invoice.pdf = render_pdf(settings, invoice, account, customer, computed, period)
-    session.add(invoice)
+    if hold:
+        session.add(invoice)
+        session.flush()
+    else:
+        _number_and_seal(session, settings, invoice, INVOICE_SERIES, account, customer)
     _mark_billed(session, charges, invoice_id)
     return invoice
+
+
+class DocumentRefused(Exception):
+    """A document request that cannot be carried out as asked; `code` is machine-readable."""
+
+    def __init__(self, code: str, message: str, *, conflict: bool = True, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.conflict, self.field = code, message, conflict, field
+
+
+def approve_invoice(session: Session, settings: Settings, invoice_id: str, approved_at: datetime) -> tuple[Invoice, bool]:
+    """Approves an onHold draft: issue date now, due date moved by the same payment terms, the next
+    gapless number, PDF and seal, state validated. (invoice, changed); approving an approved one again
+    changes nothing."""
+    _lock_chain(session)  # first, as every issuer: approvals of one draft queue here, and lock order is always chain, then rows
+    invoice = session.exec(select(Invoice).where(Invoice.id == invoice_id).execution_options(populate_existing=True)).first()
+    if invoice is None:
+        raise LookupError(invoice_id)
+    if invoice.number is not None:
+        if invoice.state == "onHold":  # cannot happen through o2c; a draft is numbered when it is approved
+            raise DocumentRefused("invalid_state", f"{invoice.number} is numbered but onHold")
+        return invoice, False
+    if invoice.state != "onHold":
+        raise DocumentRefused("invalid_state_transition", f"only an onHold bill can be validated; this one is {invoice.state}")
+    account = session.get(BillingAccount, invoice.billing_account_id)
+    customer = session.get(Customer, invoice.customer_id)
+    terms = invoice.due_at - invoice.issued_at
+    invoice.issued_at, invoice.due_at, invoice.state = approved_at, approved_at + terms, "validated"
+    _number_and_seal(session, settings, invoice, INVOICE_SERIES, account, customer)
+    return invoice, True
+
+
+def move_invoice(invoice: Invoice, *, state: str | None = None, paid_cents: int | None = None) -> None:
+    """The one place o2c changes an issued invoice: its TMF678 state and its settled amount. Its content
+    never changes (persistence.tables refuses it on flush)."""
+    if state is not None:
+        if state not in BILL_STATES:
+            raise ValueError(f"unknown customerBill state {state!r}")
+        invoice.state = state
+    if paid_cents is not None:
+        if paid_cents < 0:
+            raise ValueError("paid_cents cannot be negative")
+        invoice.paid_cents = paid_cents
+
+
+def record_settlement(session: Session, payment: Payment, invoice: Invoice, amount_cents: int, at: datetime) -> None:
+    """Books `amount_cents` of `payment` against `invoice`, as activities.ledger.allocate_payments does."""
+    paid = invoice.paid_cents + amount_cents
+    move_invoice(invoice, paid_cents=paid, state="settled" if paid >= invoice.gross_cents else "partiallyPaid")
+    session.add(invoice)
+    existing = session.get(PaymentAllocation, (payment.id, invoice.id))
+    if existing is None:
+        session.add(PaymentAllocation(payment_id=payment.id, invoice_id=invoice.id, amount_cents=amount_cents, at=at))
+    else:
+        existing.amount_cents += amount_cents
+        session.add(existing)
+    payment.allocated_cents += amount_cents
+    session.add(payment)
 
 
 def _mark_billed(session: Session, charges: list[PendingCharge], invoice_id: str) -> None:
@@ -107,3 +318,162 @@ def _mark_billed(session: Session, charges: list[PendingCharge], invoice_id: str
     for charge in charges:
         for key in charge.charge_keys:
             session.add(BilledCharge(key=key, invoice_id=invoice_id))
+
+
+# --- credit notes --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreditItem:
+    line_no: int
+    net_amount: Decimal | None = None  # None: what is left of the line
+
+
+@dataclass(frozen=True)
+class CreditRequest:
+    reason: str
+    items: tuple[CreditItem, ...] = ()  # empty: everything still creditable (a full credit / Storno)
+
+
+@dataclass(frozen=True)
+class Creditable:
+    """What is left to credit on an invoice: per line (net) and in total (gross)."""
+
+    lines: dict[int, Decimal]
+    gross_cents: int
+
+
+def credit_notes_of(session: Session, invoice_id: str) -> list[Invoice]:
+    return list(session.exec(
+        select(Invoice).where(Invoice.referenced_invoice_id == invoice_id, Invoice.kind == CREDIT_NOTE).order_by(col(Invoice.chain_seq))
+    ))
+
+
+def creditable(session: Session, invoice: Invoice) -> Creditable:
+    credited_lines: dict[int, Decimal] = {}
+    credited_gross = 0
+    for note in credit_notes_of(session, invoice.id):
+        credited_gross += -note.gross_cents
+        for line in note.lines:
+            number = line.get("credited_line_no")
+            credited_lines[number] = credited_lines.get(number, Decimal(0)) - Decimal(str(line["net_amount"]))
+    lines = {line["line_no"]: Decimal(str(line["net_amount"])) - credited_lines.get(line["line_no"], Decimal(0)) for line in invoice.lines}
+    return Creditable(lines=lines, gross_cents=invoice.gross_cents - credited_gross)
+
+
+def _credit_lines(invoice: Invoice, request: CreditRequest, left: Creditable) -> list[tuple[int, ChargeLine]]:
+    by_no = {line["line_no"]: line for line in invoice.lines}
+    if request.items:
+        seen: set[int] = set()
+        wanted: list[tuple[int, Decimal]] = []
+        for index, item in enumerate(request.items):
+            field = f"creditNoteItem[{index}]"
+            if item.line_no not in by_no:
+                raise DocumentRefused("unknown_bill_line", f"{invoice.number} has no line {item.line_no}", conflict=False, field=f"{field}.lineNo")
+            if item.line_no in seen:
+                raise DocumentRefused("duplicate_bill_line", f"line {item.line_no} is named twice", conflict=False, field=f"{field}.lineNo")
+            seen.add(item.line_no)
+            rest = left.lines[item.line_no]
+            if Decimal(str(by_no[item.line_no]["net_amount"])) < 0:
+                raise DocumentRefused("line_not_creditable", f"line {item.line_no} is itself a reduction; credit the whole invoice instead",
+                                      conflict=False, field=f"{field}.lineNo")
+            amount = rest if item.net_amount is None else item.net_amount
+            if amount <= 0 and item.net_amount is None:
+                raise DocumentRefused("credit_exceeds_remaining", f"line {item.line_no} of {invoice.number} is fully credited already")
+            if amount > rest:
+                raise DocumentRefused("credit_exceeds_remaining",
+                                      f"line {item.line_no} of {invoice.number} has {rest} {invoice.currency} net left to credit, not {amount}")
+            wanted.append((item.line_no, amount))
+    else:
+        wanted = [(number, rest) for number, rest in left.lines.items() if rest != 0]
+        if not wanted:
+            raise DocumentRefused("nothing_left_to_credit", f"{invoice.number} is fully credited already")
+    charges = []
+    for number, amount in wanted:
+        line = by_no[number]
+        full_line = amount == Decimal(str(line["net_amount"]))
+        quantity = Decimal(str(line["quantity"])) if full_line else Decimal(1)
+        unit_price = line.get("unit_price") if full_line else None
+        charges.append((number, ChargeLine(
+            kind="credit", description=f"Gutschrift zu Pos. {number}: {line['description']}" if not full_line else f"Storno Pos. {number}: {line['description']}",
+            quantity=-quantity, unit=line["unit"], unit_price=Decimal(str(unit_price)) if unit_price is not None else None,
+            net_amount=-amount, vat_rate=Decimal(str(line["vat_rate"])), vat_category=line.get("vat_category", "S"),
+            period_start=date.fromisoformat(line["period_start"]) if line.get("period_start") else None,
+            period_end=date.fromisoformat(line["period_end"]) if line.get("period_end") else None,
+            product_id=line.get("product_id"),
+        )))
+    return charges
+
+
+def issue_credit_note(
+    session: Session, settings: Settings, invoice_id: str, request: CreditRequest, issued_at: datetime, *, credit_note_id: str, issued_by: str,
+) -> tuple[Invoice, Payment]:
+    """Issues a credit note against an issued invoice: negative lines with the same EN 16931 rounding,
+    its own gapless series (CN-YYYY-NNNNNN), the invoice's number and date, sealed into the chain.
+    Never more than is left to credit (per line net, and in total gross).
+
+    The money goes through the ledger as a succeeded entry of method `credit_note`: against an
+    unpaid invoice it settles that invoice first (so less is open and collected); what is left, e.g.
+    of a paid invoice, is account credit, which activities.ledger applies to later invoices."""
+    existing = session.get(Invoice, credit_note_id)
+    if existing is not None:
+        return existing, session.get(Payment, _ledger_id(existing.id))
+    head = _lock_chain(session)  # first: serialises credit notes of one invoice, so two cannot both take the rest
+    invoice = session.exec(select(Invoice).where(Invoice.id == invoice_id).execution_options(populate_existing=True)).first()
+    if invoice is None:
+        raise LookupError(invoice_id)
+    if invoice.kind == CREDIT_NOTE:
+        raise DocumentRefused("not_an_invoice", f"{invoice.number} is a credit note; credit the invoice itself", conflict=False)
+    if invoice.number is None:
+        raise DocumentRefused("bill_not_issued", "an onHold draft has no number yet; approve it first (it can be credited afterwards)")
+    left = creditable(session, invoice)
+    charges = _credit_lines(invoice, request, left)
+    computed = compute_invoice([charge for _, charge in charges])
+    gross = to_minor(computed.totals.gross_total)
+    if -gross > left.gross_cents:
+        raise DocumentRefused("credit_exceeds_remaining",
+                              f"{invoice.number} has {from_minor(left.gross_cents)} {invoice.currency} left to credit, not {from_minor(-gross)}")
+    account = session.get(BillingAccount, invoice.billing_account_id)
+    customer = session.get(Customer, invoice.customer_id)
+    lines = []
+    for (credited_no, _), line in zip(charges, computed.lines):
+        lines.append({**line.model_dump(mode="json"), "credited_line_no": credited_no})
+    note = Invoice(
+        id=credit_note_id, number=None, kind=CREDIT_NOTE, billing_account_id=invoice.billing_account_id, customer_id=invoice.customer_id,
+        state="settled", period_start=invoice.period_start, period_end=invoice.period_end,
+        local_period_start=invoice.local_period_start, local_period_end=invoice.local_period_end,
+        issued_at=issued_at, due_at=issued_at, currency=invoice.currency,
+        net_cents=to_minor(computed.totals.net_total), vat_cents=to_minor(computed.totals.vat_total), gross_cents=gross,
+        lines=lines, vat_breakdown=[v.model_dump(mode="json") for v in computed.totals.vat_breakdown],
+        referenced_invoice_id=invoice.id, referenced_invoice_number=invoice.number,
+        referenced_invoice_date=invoice.issued_at.astimezone(zone(account.timezone)).date(), reason=request.reason,
+    )
+    year = issued_at.astimezone(zone(account.timezone)).year
+    note.number = format_invoice_number(CREDIT_NOTE_SERIES, year, next_sequence(session, f"{CREDIT_NOTE_SERIES}-{year}"))
+    note.pdf = render_document(settings, note, account, customer, full_credit=-gross == invoice.gross_cents)
+    _seal(session, head, note)
+    session.add(note)
+    session.flush()
+    payment = _book_credit(session, note, invoice, issued_at, issued_by)
+    return note, payment
+
+
+def _ledger_id(credit_note_id: str) -> str:
+    return f"creditNote:{credit_note_id}"
+
+
+def _book_credit(session: Session, note: Invoice, invoice: Invoice, at: datetime, issued_by: str) -> Payment:
+    amount = -note.gross_cents
+    payment = Payment(
+        id=_ledger_id(note.id), correlator_id=_ledger_id(note.id), billing_account_id=note.billing_account_id, invoice_id=invoice.id,
+        amount_cents=amount, currency=note.currency, method="credit_note", status="succeeded",
+        description=f"Credit note {note.number} for invoice {invoice.number}", recorded_by=issued_by, created_at=at,
+    )
+    session.add(payment)
+    session.flush()
+    if invoice.state in OPEN_STATES and invoice.gross_cents > invoice.paid_cents:
+        item = OpenItem(invoice_id=invoice.id, due_at=invoice.due_at, open_cents=invoice.gross_cents - invoice.paid_cents)
+        allocations, _credit = allocate(amount, [item])
+        for allocation in allocations:
+            record_settlement(session, payment, invoice, allocation.amount_cents, at)
+    return payment

@@ -16,6 +16,7 @@ from domain.orders import OrderItemRequest, OrderState, validate_order_items
 from domain.products import ProductStatus
 from persistence.db import session_scope
 from persistence.tables import Product
+from services.hub_events import PRODUCT_CREATE, emit_order_event, emit_product_event
 from workflows.messages import ProductActivated
 
 PRODUCT_ID_NAMESPACE = uuid.UUID("0d6f1c2e-7c1b-4a47-9a55-6f1f2b0a0c01")
@@ -47,6 +48,7 @@ class OrderActivities:
                 order.state = OrderState.IN_PROGRESS
                 session.add(order)
                 record_step(session, order_id, "validate", "done")
+                emit_order_event(session, order, at=utcnow(), catalog=self.catalog)
             return [e.model_dump() for e in errors]
 
     @activity.defn(name="reserve_msisdn")
@@ -128,6 +130,7 @@ class OrderActivities:
                 record_step(session, order_id, f"create_product[{item_id}]", "done", f"product {product_id} active, MSISDN {item.msisdn}")
                 record_event(session, customer_id=order.customer_id, billing_account_id=order.billing_account_id, kind="product.activated",
                              message=f"{offering.name} active on MSISDN {item.msisdn}", data={"productId": product_id, "orderId": order_id})
+                emit_product_event(session, product, at=now, event_type=PRODUCT_CREATE)
             return ProductActivated(product_id=product.id, msisdn=product.msisdn or "", offering_id=product.offering_id, activated_at=product.start_date)
 
     @activity.defn(name="start_billing")
@@ -140,6 +143,7 @@ class OrderActivities:
         with session_scope(self.db_url) as session:
             order = load_order(session, order_id)
             now = utcnow()
+            changed = order.state != state
             order.state, order.state_reason = state, reason
             if state == OrderState.COMPLETED:
                 order.completion_date = now
@@ -160,13 +164,18 @@ class OrderActivities:
             record_step(session, order_id, "finish", "done" if state == OrderState.COMPLETED else state, reason)
             record_event(session, customer_id=order.customer_id, billing_account_id=order.billing_account_id, kind=f"order.{state}",
                          message=f"productOrder {order_id} {state}" + (f": {reason}" if reason else ""), data={"orderId": order_id})
+            if changed:
+                emit_order_event(session, order, at=now, catalog=self.catalog)
 
     @activity.defn(name="mark_cancelling")
     def mark_cancelling(self, order_id: str) -> None:
         with session_scope(self.db_url) as session:
             order = load_order(session, order_id)
+            changed = order.state != OrderState.PENDING_CANCELLATION
             order.state = OrderState.PENDING_CANCELLATION
             session.add(order)
+            if changed:
+                emit_order_event(session, order, at=utcnow(), catalog=self.catalog)
             for cancel in open_cancel_requests(session, order_id):
                 cancel.state = "inProgress"
                 session.add(cancel)

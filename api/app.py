@@ -11,9 +11,14 @@ from fastapi import FastAPI
 
 from adapters.temporal.client import WorkflowGateway, connect
 from api import errors
-from api.auth import KeyRing
-from api.deps import AppContext
+from api.auth import AccessSettings, KeyRing, KeyStore
+from api.deps import AppContext, AuditMiddleware
 from api.routers import billing_accounts, bills, catalog, customers, health, orders, oss_callback, payments, products, rejected_usage, usage
+from api.routers import hub
+from api.routers import stripe_webhooks
+from api.routers import dunning as dunning_router
+from api.routers import admin_keys
+from api import console
 from config.catalog_loader import load_catalog
 from config.profiles import load_billing_profiles
 from config.tariff_loader import check_offerings, load_tariff_book
@@ -47,9 +52,19 @@ def create_app(settings: Settings | None = None, *, workflows: WorkflowGateway |
         description="Order-to-cash for telecom operators: TM Forum Open API v4 (TMF620, 622, 629, 635, 637, 641 listener, 666, 676, 678). "
         "Every route except /health and the docs needs an X-API-Key header.",
     )
-    app.state.o2c = AppContext(settings=settings, catalog=catalog_, profiles=profiles, keys=keys, workflows=lazy, tariffs=tariffs)
+    access = AccessSettings()  # access control: key store (keys hashed in the database), audit, console (docs/access-control.md)
+    store = KeyStore(settings.database_url, keys, cache_s=access.api_key_cache_s)
+    store.seed()
+    app.state.access = access
+    app.state.o2c = AppContext(settings=settings, catalog=catalog_, profiles=profiles, keys=store, workflows=lazy, tariffs=tariffs)
+    app.add_middleware(AuditMiddleware)  # every non-GET request is audited (docs/access-control.md)
     errors.install(app)
     for module in ROUTERS:
         app.include_router(module.router)
+    app.include_router(hub.router)  # TMF event hubs (docs/events.md)
+    app.include_router(stripe_webhooks.router)  # POST /webhooks/stripe (signed by Stripe, no API key)
+    app.include_router(dunning_router.router)  # staff steering of dunning episodes (docs/dunning.md)
+    app.include_router(admin_keys.router)  # /admin/v1/apiKey: create, rotate, revoke (docs/access-control.md)
+    console.install(app)  # /console staff console and the customer audit API (docs/console.md)
     log.info("o2c API ready: catalog %s, %d billing profiles", catalog_.version, len(profiles))
     return app

@@ -235,3 +235,13 @@ class PaymentCreate(TmfModel):
         if value.type_ != "bankTransfer":
             raise CodedValueError("unsupported_payment_method", "only {\"@type\": \"bankTransfer\"} can be recorded manually")
         return value
+
+
+# --- TMF event hubs (POST {api}/hub) ------------------------------------------------------------
+
+
+class EventSubscriptionInput(TmfModel):
+    """TMF EventSubscriptionInput. The callback is checked by services.hubs (422 with a reason code)."""
+
+    callback: str = Field(max_length=2000, description="absolute http(s) URL; events go to {callback}/listener/{eventType}")
+    query: str | None = Field(default=None, max_length=2000, description="filter, e.g. eventType=ProductOrderStateChangeEvent")

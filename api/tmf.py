@@ -14,6 +14,7 @@ from domain.catalog import Catalog, ProductOffering
 from domain.money import CENT, from_micros, from_minor
 from persistence.tables import (
     BillingAccount,
+    BillOnDemand,
     BusinessEvent,
     CancelProductOrder,
     Customer,
@@ -372,22 +373,26 @@ def rejected_usage(row: RejectedUsage, status: str = "rejected") -> dict[str, An
 # --- TMF678 customer bill -----------------------------------------------------------------------
 
 def customer_bill(row: Invoice, has_pdf: bool | None = None) -> dict[str, Any]:
-    """`has_pdf` is given by list queries, which do not load the PDF bytes."""
+    """`has_pdf` is given by list queries, which do not load the PDF bytes.
+
+    A credit note is a customerBill of category `creditNote` with negative amounts that names the bill it
+    corrects (`creditedBill`). An onHold draft has no billNo and no billDate until it is approved."""
     if has_pdf is None:
         has_pdf = row.pdf is not None
     remaining = max(row.gross_cents - row.paid_cents, 0)
+    credit_note = row.kind == "credit_note"
     return {
         "id": row.id,
         "href": bill_href(row.id),
         "@type": "CustomerBill",
         "billNo": row.number,
-        "category": "normal",
+        "category": "creditNote" if credit_note else "normal",
         "runType": "onCycle" if row.kind == "cycle" else "offCycle",
-        "billDate": iso(row.issued_at),
+        "billDate": iso(row.issued_at) if row.number is not None else None,
         "billingPeriod": {"startDateTime": iso(row.period_start), "endDateTime": iso(row.period_end)},
         # o2c extension: the period as account-local dates (end exclusive), as printed on the invoice.
         "localBillingPeriod": {"startDate": iso_date(row.local_period_start), "endDate": iso_date(row.local_period_end)},
-        "paymentDueDate": iso(row.due_at),
+        "paymentDueDate": iso(row.due_at) if not credit_note else None,
         "state": row.state,
         "amountDue": money_cents(row.gross_cents, row.currency),
         "taxExcludedAmount": money_cents(row.net_cents, row.currency),
@@ -396,18 +401,51 @@ def customer_bill(row: Invoice, has_pdf: bool | None = None) -> dict[str, Any]:
         "taxItem": [_tax_item(v, row.currency) for v in row.vat_breakdown],
         "billingAccount": account_ref(row.billing_account_id),
         "relatedParty": [customer_party(row.customer_id)],
-        "billDocument": [
-            {
-                "@type": "Attachment",
-                "attachmentType": "invoice",
-                "name": f"{row.number}.pdf",
-                "url": f"{bill_href(row.id)}/document.pdf",
-                "mimeType": "application/pdf",
-            }
-        ]
-        if has_pdf
-        else [],
+        "billDocument": bill_documents(row, has_pdf),
         "@lines": [_bill_line(line, row.currency) for line in row.lines],
+        # o2c extensions: what a credit note corrects and why; the document's place in the tamper-evident chain.
+        "creditedBill": ref("CustomerBill", bill_href(row.referenced_invoice_id), row.referenced_invoice_id, billNo=row.referenced_invoice_number)
+        if row.referenced_invoice_id else None,
+        "creditReason": row.reason if credit_note else None,
+        "@o2cIntegrity": {"chainSeq": row.chain_seq, "previousHash": row.previous_hash, "contentHash": row.content_hash} if row.content_hash else None,
+    }
+
+
+def bill_documents(row: Invoice, has_pdf: bool) -> list[dict[str, Any]]:
+    """TMF678 billDocument links of a bill: each rendition is served under the bill's href.
+
+    Hook for further renditions: the Factur-X / XRechnung XML is listed here as one more entry
+    (e.g. name "<billNo>.xml", mimeType "application/xml", url "<bill href>/document.xml") once it is
+    stored, with its route next to `document.pdf` in api/routers/bills.py."""
+    documents: list[dict[str, Any]] = []
+    if has_pdf and row.number is not None:
+        documents.append({
+            "@type": "Attachment",
+            "attachmentType": "creditNote" if row.kind == "credit_note" else "invoice",
+            "name": f"{row.number}.pdf",
+            "url": f"{bill_href(row.id)}/document.pdf",
+            "mimeType": "application/pdf",
+        })
+    return documents
+
+
+def bill_on_demand_href(request_id: str) -> str:
+    return f"{BILL_API}/customerBillOnDemand/{request_id}"
+
+
+def customer_bill_on_demand(row: BillOnDemand, customer_id: str | None = None) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "href": bill_on_demand_href(row.id),
+        "@type": "CustomerBillOnDemand",
+        "name": row.name,
+        "description": row.description,
+        "state": row.state,
+        "stateReason": row.state_reason,  # o2c extension: why it was rejected or ended with an error
+        "lastUpdate": iso(row.updated_at),
+        "billingAccount": account_ref(row.billing_account_id),
+        "relatedParty": customer_party(customer_id) if customer_id else None,
+        "customerBill": ref("CustomerBill", bill_href(row.invoice_id), row.invoice_id) if row.invoice_id else None,
     }
 
 

@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     oss_callback_api_key: str = "dev-oss-key"
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None
+    stripe_webhook_secret: str | None = None  # the endpoint's signing secret (whsec_...) for POST /webhooks/stripe
     sepa_settle_delay_s: float = 5.0
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8025

@@ -18,7 +18,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DeclineClass = Literal["hard", "soft", "unknown"]
-PaymentStatus = Literal["succeeded", "processing", "requires_action", "declined", "canceled"]
+PaymentMethodKind = Literal["card", "sepa_debit"]
+# `unknown`: the request may or may not have reached the gateway (timeout, dropped connection,
+# gateway 5xx). It is never a reason to charge again: read the gateway (find_by_idempotency /
+# retrieve) until the outcome is known.
+PaymentStatus = Literal["succeeded", "processing", "requires_action", "declined", "canceled", "unknown"]
+# What the caller should do next with an outcome (PaymentOutcome.next_step).
+NextStep = Literal["done", "wait", "notify_customer", "retry_later", "ask_for_new_method", "reconcile"]
 
 # Stripe's limit for Idempotency-Key; a longer key would be rejected by the gateway.
 MAX_IDEMPOTENCY_KEY_LEN = 255
@@ -119,7 +125,12 @@ def classify_decline(decline_code: str | None) -> DeclineClass:
 
 class PaymentOutcome(BaseModel):
     """What a gateway says about one charge. `declined` carries the code and its class;
-    `processing` (SEPA) is not final: ask the gateway again via `retrieve`."""
+    `processing` (SEPA) is not final: ask the gateway again via `retrieve`; `unknown` means the
+    charge may or may not exist: reconcile by reading the gateway, never by charging again.
+
+    The reference fields (invoice, attempt, account, method kind) echo the business ids the charge
+    was made for, as the gateway keeps them (Stripe: the PaymentIntent's metadata), so an outcome
+    read later (a webhook's re-read) can be matched to its payment without any other lookup."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -130,11 +141,89 @@ class PaymentOutcome(BaseModel):
     decline_code: str | None = None
     decline_class: DeclineClass | None = None
     message: str | None = None
+    invoice_id: str | None = None
+    attempt: int | None = None
+    account_id: str | None = None
+    payment_method_kind: PaymentMethodKind | None = None
 
     @property
     def is_final(self) -> bool:
-        """False while the money is still moving (`processing`) or the customer must act."""
-        return self.status in ("succeeded", "declined", "canceled")
+        """False while the money is still moving (`processing`), the customer must act, or the
+        outcome is not known yet."""
+        return self.status in FINAL_STATUSES
+
+    @property
+    def idempotency_key(self) -> str | None:
+        """The charge's idempotency key, when the outcome names its invoice and attempt."""
+        if self.invoice_id is None or self.attempt is None:
+            return None
+        return charge_idempotency_key(self.invoice_id, self.attempt)
+
+    @property
+    def next_step(self) -> NextStep:
+        """What the caller does next:
+        - done: the money is collected;
+        - wait: money in flight (SEPA stays `processing` for days): wait for the gateway's webhook,
+          poll `retrieve` as a fallback;
+        - notify_customer: the bank wants the customer to authenticate (3DS) on-session; an
+          off-session retry cannot succeed until they do;
+        - retry_later: a soft/unclassified decline or a canceled intent: a later attempt (new
+          attempt number) may succeed;
+        - ask_for_new_method: a hard decline: the same method will never pay;
+        - reconcile: unknown outcome: read the gateway by idempotency key before anything else."""
+        if self.status == "succeeded":
+            return "done"
+        if self.status == "processing":
+            return "wait"
+        if self.status == "requires_action":
+            return "notify_customer"
+        if self.status == "unknown":
+            return "reconcile"
+        if self.status == "declined" and self.decline_class == "hard":
+            return "ask_for_new_method"
+        return "retry_later"
+
+
+FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "declined", "canceled"})
+
+# How far along a payment is. A payment only ever moves to a higher rank; an observation of the
+# same or a lower rank is stale (webhooks arrive in any order, a replayed charge answers with its
+# first result) and is ignored. Failures (declined, canceled) outrank every pending state, so a
+# late `processing` never reopens a bounced debit. Only a success outranks a failure: the same
+# PaymentIntent can be confirmed again on-session (the customer authenticates or gives another
+# method), and money that did arrive must be booked. Nothing outranks a success.
+PAYMENT_STATUS_RANK: dict[str, int] = {
+    "unknown": 0,
+    "requires_action": 1,
+    "processing": 2,
+    "declined": 3,
+    "canceled": 3,
+    "succeeded": 4,
+}
+
+
+def advance_payment_status(current: str | None, observed: str) -> str | None:
+    """The status a payment moves to when `observed` is reported while it is `current` (None: no
+    record yet), or None when the observation is stale or changes nothing and must be ignored.
+
+    Pure and total over PaymentStatus; an unrecognised current status (e.g. a row written by an
+    older release) ranks lowest, so any known observation replaces it."""
+    if observed not in PAYMENT_STATUS_RANK:
+        raise ValueError(f"not a payment status: {observed!r}")
+    if current is None:
+        return observed
+    if current == observed:
+        return None
+    if PAYMENT_STATUS_RANK[observed] > PAYMENT_STATUS_RANK.get(current, -1):
+        return observed
+    return None
+
+
+def charge_idempotency_key(invoice_id: str, attempt: int) -> str:
+    """The one idempotency key of one collection attempt of one invoice. Business-derived, never
+    random: a retried activity (even in a new process) sends the same key, so the gateway replays
+    the first result instead of charging again; the next dunning attempt gets a new key."""
+    return f"o2c-charge-{invoice_id}-{attempt}"
 
 
 class ChargeRequest(BaseModel):
@@ -174,14 +263,10 @@ class ChargeRequest(BaseModel):
 
     @property
     def idempotency_key(self) -> str:
-        # Business-derived, never random: a retried activity (even in a new process) sends the
-        # same key, so the gateway replays the first result instead of charging again.
-        return f"o2c-charge-{self.invoice_id}-{self.attempt}"
+        return charge_idempotency_key(self.invoice_id, self.attempt)
 
 
 # --- payment method references ---------------------------------------------------------------
-
-PaymentMethodKind = Literal["card", "sepa_debit"]
 
 # Stripe's documented test card numbers and the server-side alias Stripe offers for each.
 # A test number is shorthand for its alias: adapters send the alias, so no card number (PAN)
@@ -258,3 +343,45 @@ def parse_payment_method(raw: str) -> PaymentMethodRef:
             raise InvalidPaymentMethod("raw card numbers are not accepted; use a gateway payment method id")
         return PaymentMethodRef(kind="card", payment_method_id=alias)
     return PaymentMethodRef(kind="card", payment_method_id=value)
+
+
+# --- saved payment methods ---------------------------------------------------------------------
+
+
+class MandateAcceptance(BaseModel):
+    """How the customer accepted a SEPA Direct Debit mandate, as Stripe models it
+    (`mandate_data.customer_acceptance`): `online` (a web form: the customer's IP address and
+    user agent are evidence) or `offline` (a signed paper or contract mandate; Stripe may need to
+    enable offline acceptance on the account)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["online", "offline"]
+    ip_address: str | None = None
+    user_agent: str | None = None
+    accepted_at: int | None = Field(default=None, ge=0)  # Unix seconds; the gateway's time if None
+
+    @model_validator(mode="after")
+    def _online_needs_evidence(self) -> MandateAcceptance:
+        if self.type == "online" and not (self.ip_address and self.user_agent):
+            raise ValueError("an online mandate acceptance needs the customer's ip_address and user_agent")
+        return self
+
+
+class SavedPaymentMethod(BaseModel):
+    """A payment method saved at the gateway for a customer, ready for off-session charges."""
+
+    model_config = ConfigDict(frozen=True)
+
+    payment_method_id: str
+    kind: PaymentMethodKind
+    customer_id: str
+    last4: str | None = None
+    brand: str | None = None  # cards
+    mandate_id: str | None = None  # SEPA: the mandate that authorises the debits
+
+    @property
+    def reference(self) -> str:
+        """The value to store as the account's payment method (`ChargeRequest.payment_method`):
+        ``pm_...`` for a card, ``sepa:pm_...`` for a SEPA debit (see parse_payment_method)."""
+        return f"sepa:{self.payment_method_id}" if self.kind == "sepa_debit" else self.payment_method_id

@@ -78,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     from o2c_cli import mediation_cmds  # import-cdrs, mediate
 
     mediation_cmds.register(sub)
+    from o2c_cli import hub_cmds  # hub-dispatcher
+
+    hub_cmds.register(sub)
+    from o2c_cli import verify_invoices  # verify-invoices
+
+    verify_invoices.register(sub)
+    from o2c_cli import staff_cmds  # staff add|list|disable|enable|passwd
+
+    staff_cmds.register(sub)
     return parser
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Column, JSON, LargeBinary, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, JSON, LargeBinary, UniqueConstraint, event, select, text
+from sqlalchemy.orm import Session as _OrmSession
 from sqlmodel import Field, SQLModel
 
 from persistence.types import UtcDateTime
@@ -40,6 +41,8 @@ class BillingAccount(SQLModel, table=True):
     # The first instant of billing for fixed-length (demo) cycles; monthly cycles are anchored on the BCD.
     cycle_anchor: datetime | None = _utc(default=None, nullable=True)
     created_at: datetime = _utc()
+    # Cycle invoices wait as onHold drafts (no number) until staff approve them (migration 0006).
+    invoice_hold: bool = False
     # A limit on the usage cost of one cycle (cents); None = no limit. With a hard cap, reaching it
     # bars outgoing use until the next cycle.
     spending_limit_cents: int | None = Field(default=None, sa_type=BigInteger, nullable=True)
@@ -198,10 +201,22 @@ class InvoiceSequence(SQLModel, table=True):
 
 
 class Invoice(SQLModel, table=True):
-    __table_args__ = (UniqueConstraint("billing_account_id", "period_start", "kind", name="uq_invoice_account_period"),)
+    """An issued document: an invoice (kind cycle | on_demand) or a credit note (kind credit_note).
+
+    Issued means numbered: from then on only `state` and `paid_cents` may change (GoBD); the guard
+    below refuses anything else, and `content_hash` (SHA-256 over the canonical content, chained to
+    the previous document's hash in issue order, see activities.invoice_issuer) makes a change made
+    behind the ORM's back visible to `o2c verify-invoices`. A cycle invoice of an account on hold
+    is first an onHold draft without a number; approval numbers and seals it."""
+
+    __table_args__ = (
+        # One cycle invoice per account and period; on-demand bills and credit notes may share a period.
+        Index("uq_invoice_account_period", "billing_account_id", "period_start", "kind", unique=True,
+              sqlite_where=text("kind = 'cycle'"), postgresql_where=text("kind = 'cycle'")),
+    )
     id: str = Field(primary_key=True)
-    number: str = Field(unique=True)
-    kind: str = "cycle"  # cycle | on_demand
+    number: str | None = Field(default=None, unique=True)  # None only for an onHold draft
+    kind: str = "cycle"  # cycle | on_demand | credit_note
     billing_account_id: str = Field(index=True)
     customer_id: str = Field(index=True)
     state: str = Field(default="new", index=True)  # TMF678: new | onHold | validated | sent | partiallyPaid | settled
@@ -215,10 +230,96 @@ class Invoice(SQLModel, table=True):
     net_cents: int = Field(sa_type=BigInteger)
     vat_cents: int = Field(sa_type=BigInteger)
     gross_cents: int = Field(sa_type=BigInteger)
-    paid_cents: int = Field(default=0, sa_type=BigInteger)
+    paid_cents: int = Field(default=0, sa_type=BigInteger)  # settled so far, by payments and credit notes
     lines: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     vat_breakdown: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     pdf: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    # Tamper evidence: position in the one document chain, the previous document's hash and this one's.
+    chain_seq: int | None = Field(default=None, sa_type=BigInteger, unique=True)
+    previous_hash: str | None = None
+    content_hash: str | None = None
+    # A credit note names the invoice it corrects (number and issue date as printed) and why.
+    referenced_invoice_id: str | None = Field(default=None, index=True)
+    referenced_invoice_number: str | None = None
+    referenced_invoice_date: date | None = None
+    reason: str | None = None
+
+
+# What may still move on an issued document: its TMF678 state and how much of it is settled.
+INVOICE_MOVABLE_FIELDS = frozenset({"state", "paid_cents"})
+
+
+class ImmutableDocumentError(RuntimeError):
+    """An issued invoice or credit note was about to be changed or deleted (GoBD: correct it by a credit note)."""
+
+
+@event.listens_for(Invoice, "before_update")
+def _issued_documents_keep_their_content(_mapper, connection, target: Invoice) -> None:
+    from sqlalchemy import inspect as sa_inspect
+
+    changed = sorted(a.key for a in sa_inspect(target).attrs if a.key not in INVOICE_MOVABLE_FIELDS and a.history.has_changes())
+    if not changed:
+        return
+    table = Invoice.__table__
+    stored_number = connection.execute(select(table.c.number).where(table.c.id == target.id)).scalar()
+    if stored_number is not None:
+        raise ImmutableDocumentError(f"{stored_number} is issued: {', '.join(changed)} cannot change; issue a credit note instead")
+
+
+@event.listens_for(Invoice, "before_delete")
+def _issued_documents_are_kept(_mapper, _connection, target: Invoice) -> None:
+    if target.number is not None:
+        raise ImmutableDocumentError(f"{target.number} is issued and cannot be deleted")
+
+
+@event.listens_for(_OrmSession, "do_orm_execute")
+def _no_bulk_invoice_changes(state) -> None:
+    # Bulk UPDATE/DELETE statements bypass the per-row guards above, so invoices are changed row by row only.
+    if not (state.is_update or state.is_delete):
+        return
+    mapper = state.bind_mapper
+    if (mapper is not None and mapper.class_ is Invoice) or getattr(state.statement, "table", None) is Invoice.__table__:
+        raise ImmutableDocumentError("invoices are updated row by row through the ORM, never by a bulk UPDATE or DELETE")
+
+
+class DocumentChain(SQLModel, table=True):
+    """The head of the document hash chain: one row, locked by every issuer, so the chain never forks
+    and a document removed from its end is still noticed (migration 0006 creates the row)."""
+
+    __tablename__ = "document_chain"
+    id: str = Field(primary_key=True)  # "documents"
+    last_seq: int = Field(default=0, sa_type=BigInteger)
+    last_hash: str | None = None
+
+
+class CreditNoteRequest(SQLModel, table=True):
+    """A client's key for a credit note request: the same key again returns the same credit note."""
+
+    __tablename__ = "credit_note_request"
+    key: str = Field(primary_key=True)
+    invoice_id: str = Field(index=True)
+    request_hash: str
+    credit_note_id: str
+    created_at: datetime = _utc()
+
+
+class BillOnDemand(SQLModel, table=True):
+    """TMF678 CustomerBillOnDemand: an off-cycle bill requested for a billing account; the account's
+    workflow issues it (state inProgress until then)."""
+
+    __tablename__ = "bill_on_demand"
+    id: str = Field(primary_key=True)
+    billing_account_id: str = Field(index=True)
+    name: str | None = None
+    description: str | None = None
+    state: str = "inProgress"  # inProgress | done | rejected | terminatedWithError
+    state_reason: str | None = None
+    idempotency_key: str | None = Field(default=None, unique=True)
+    request_hash: str | None = None
+    invoice_id: str | None = None
+    requested_by: str | None = None
+    created_at: datetime = _utc()
+    updated_at: datetime = _utc()
 
 
 class BilledCharge(SQLModel, table=True):
@@ -341,3 +442,240 @@ class OutboxMessage(SQLModel, table=True):
     next_attempt_at: datetime | None = _utc(default=None, nullable=True)  # None = as soon as possible
     attempts: int = 0
     last_error: str | None = None
+
+
+class HubListener(SQLModel, table=True):
+    """A listener registered at one TMF API's hub (`POST {api}/hub`): where that API's events go.
+    `secret` signs every delivery (HMAC-SHA256); it is shown to the client once, at registration.
+    A deleted listener is kept (deleted_at set) so its delivery history stays readable."""
+
+    __tablename__ = "hub_listener"
+    id: str = Field(primary_key=True)
+    api: str = Field(index=True)  # productOrderingManagement | productInventory | customerBillManagement | paymentManagement | accountManagement
+    callback: str
+    query: str | None = None  # TMF filter, e.g. "eventType=ProductOrderStateChangeEvent"
+    secret: str
+    created_by: str | None = None  # the API key's role
+    created_at: datetime = _utc()
+    deleted_at: datetime | None = _utc(default=None, nullable=True, index=True)
+
+
+class HubEvent(SQLModel, table=True):
+    """Every event o2c emitted, whether or not a listener wanted it: it numbers the events of each
+    resource (`sequence`) and makes event ids deterministic business keys
+    ("<resourceType>:<id>:<state>:<n>")."""
+
+    __tablename__ = "hub_event"
+    __table_args__ = (UniqueConstraint("resource_key", "sequence", name="uq_hub_event_resource_sequence"),)
+    id: str = Field(primary_key=True)  # the eventId
+    event_type: str
+    resource_key: str = Field(index=True)  # "<resourceType>:<id>"
+    state: str  # what the event says happened: the resource's state or status, or an explicit key
+    sequence: int = Field(sa_type=BigInteger)  # 1, 2, 3 ... per resource
+    event_time: datetime = _utc()
+    created_at: datetime = _utc()
+
+
+class HubDelivery(SQLModel, table=True):
+    """One event for one listener, written in the transaction that made the change (an outbox), and
+    POSTed by the hub dispatcher. Deliveries of the same listener and resource go out strictly in
+    `sequence` order: a later one waits while an earlier one is pending."""
+
+    __tablename__ = "hub_delivery"
+    __table_args__ = (
+        UniqueConstraint("listener_id", "event_id", name="uq_hub_delivery_listener_event"),
+        Index("ix_hub_delivery_due", "status", "next_attempt_at"),
+        Index("ix_hub_delivery_resource", "listener_id", "resource_key", "sequence"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    listener_id: str = Field(foreign_key="hub_listener.id")
+    event_id: str
+    event_type: str
+    resource_key: str
+    sequence: int = Field(sa_type=BigInteger)
+    body: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # the TMF event as POSTed
+    status: str = "pending"  # pending | delivered | failed | cancelled (listener deleted)
+    attempts: int = 0
+    next_attempt_at: datetime | None = _utc(default=None, nullable=True)  # None = as soon as it is first in line
+    last_error: str | None = None
+    last_status_code: int | None = None
+    created_at: datetime = _utc()  # when o2c recorded it (wall clock): the retry window starts here
+    replayed_at: datetime | None = _utc(default=None, nullable=True)  # a replay starts a new retry window
+    delivered_at: datetime | None = _utc(default=None, nullable=True)
+    failed_at: datetime | None = _utc(default=None, nullable=True)
+
+
+# --- dunning (migration 0008) ---------------------------------------------------------------------
+
+
+class DunningEpisode(SQLModel, table=True):
+    """One dunning episode (one DunningWorkflow, id `dunning-<account>-<first overdue invoice>`): where it
+    stands for staff, and why it ended."""
+
+    __tablename__ = "dunning_episode"
+    id: str = Field(primary_key=True)  # the workflow id
+    billing_account_id: str = Field(index=True)
+    customer_id: str | None = None
+    invoice_id: str  # the first overdue invoice
+    segment: str  # the dunning policy (config/dunning/<segment>.yaml)
+    state: str = Field(default="active", index=True)  # active | settled | collections | written_off
+    level: str | None = None  # the last level whose actions ran
+    started_at: datetime = _utc()
+    ended_at: datetime | None = _utc(default=None, nullable=True)
+    end_reason: str | None = None
+
+
+class DunningAction(SQLModel, table=True):
+    """What dunning did and what staff asked it to do, one row per action, keyed by a business key so a
+    retried activity or a repeated request writes it once. Staff actions carry who (`actor`) and why
+    (`reason`); the workflow's own actions have actor `system`."""
+
+    __tablename__ = "dunning_action"
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True)
+    episode_id: str = Field(index=True)
+    billing_account_id: str = Field(index=True)
+    kind: str  # notice | late_fee | payment_retry | bar | unbar | terminate | collections | write_off | pause | resume | waive_fee | retry_payment
+    level: str | None = None
+    actor: str = "system"
+    reason: str | None = None
+    status: str = "done"  # done | skipped | failed; staff requests: requested -> applied | rejected | failed
+    data: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    at: datetime = _utc(index=True)
+    applied_at: datetime | None = _utc(default=None, nullable=True)
+
+
+class PendingOneTimeCharge(SQLModel, table=True):
+    """A one-time charge (e.g. a late fee) waiting for the account's next invoice, which bills it once
+    (services.pending_charges). Amounts are net cents; the VAT rate is kept as exact decimal text."""
+
+    __tablename__ = "pending_charge"
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True)  # business key, e.g. "dunning-fee:<episode>:<level>"
+    billing_account_id: str = Field(index=True)
+    kind: str = "late_fee"
+    description: str
+    amount_cents: int = Field(sa_type=BigInteger)
+    vat_rate: str = "0"
+    vat_category: str = "O"
+    source: str | None = Field(default=None, index=True)  # e.g. the dunning episode id
+    status: str = Field(default="pending", index=True)  # pending | billed | waived
+    invoice_id: str | None = Field(default=None, index=True)
+    created_at: datetime = _utc()
+    billed_at: datetime | None = _utc(default=None, nullable=True)
+    waived_at: datetime | None = _utc(default=None, nullable=True)
+    waived_by: str | None = None
+    waive_reason: str | None = None
+
+
+class StripeWebhookEvent(SQLModel, table=True):
+    """Each Stripe event is acted on once: its id is written in the same transaction as its effect
+    on the payment (migration 0007), so a redelivery finds it and does nothing. `result` says what
+    the event did: applied | unchanged (stale or repeated state) | ignored (not a payment event) |
+    unmatched (no o2c payment to record it on)."""
+
+    __tablename__ = "stripe_webhook_event"
+    id: str = Field(primary_key=True)  # Stripe's event id, evt_...
+    type: str
+    object_id: str | None = Field(default=None, index=True)  # e.g. the PaymentIntent's id
+    payment_id: str | None = None
+    result: str
+    received_at: datetime = _utc()
+
+
+# --- access control and audit (migration 0010) ----------------------------------------------------
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key, stored as the SHA-256 of the key (a high-entropy random string, shown once). A rotated
+    key stays valid until `expires_at` (the grace period) and names its successor in `replaced_by`."""
+
+    __tablename__ = "api_key"
+    id: str = Field(primary_key=True)
+    name: str
+    role: str = Field(index=True)
+    key_hash: str = Field(unique=True)  # hex SHA-256 of the key
+    prefix: str  # the key's first characters, to recognise it in lists (never enough to use it)
+    source: str = "admin"  # admin (created through the API or CLI) | config (seeded from O2C_API_KEYS)
+    created_at: datetime = _utc()
+    created_by: str | None = None
+    expires_at: datetime | None = _utc(default=None, nullable=True)
+    revoked_at: datetime | None = _utc(default=None, nullable=True)
+    revoked_by: str | None = None
+    replaced_by: str | None = None  # the key that rotation made in its place
+
+
+class StaffUser(SQLModel, table=True):
+    """A person who logs in to the staff console. `password_hash` is scrypt (services.staff)."""
+
+    __tablename__ = "staff_user"
+    id: str = Field(primary_key=True)
+    username: str = Field(unique=True)
+    display_name: str
+    role: str
+    password_hash: str
+    active: bool = True
+    created_at: datetime = _utc()
+    updated_at: datetime = _utc()
+
+
+class StaffSession(SQLModel, table=True):
+    """A console login. The cookie carries a random token; only its SHA-256 is stored. `csrf_token` is
+    sent back with every form post of the session."""
+
+    __tablename__ = "staff_session"
+    id: str = Field(primary_key=True)  # hex SHA-256 of the cookie token
+    staff_user_id: str = Field(index=True)
+    csrf_token: str
+    created_at: datetime = _utc()
+    expires_at: datetime = _utc(index=True)
+    ended_at: datetime | None = _utc(default=None, nullable=True)
+    user_agent: str | None = None
+
+
+class AuditLog(SQLModel, table=True):
+    """Who did what, when and why: one row per change, written in the transaction of the change (or, for
+    the request-level entry, right after the response). Append-only: the guards below refuse any UPDATE
+    or DELETE through the ORM, and on PostgreSQL a trigger (migration 0010) refuses them in SQL."""
+
+    __tablename__ = "audit_log"
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _utc(index=True)
+    actor_kind: str  # api_key | staff | config_key | system | anonymous
+    actor_id: str
+    actor_role: str | None = None
+    actor_name: str | None = None
+    action: str  # e.g. "POST /tmf-api/...", "apiKey.rotate", "console.cancel_order"
+    resource_type: str | None = None
+    resource_id: str | None = None
+    customer_id: str | None = Field(default=None, index=True)
+    reason: str | None = None
+    before: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    after: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    request_id: str | None = Field(default=None, index=True)
+    method: str | None = None
+    path: str | None = None
+    status: int | None = None
+
+
+class AppendOnlyError(RuntimeError):
+    """The audit log is append-only: an entry can never be changed or removed."""
+
+
+@event.listens_for(AuditLog, "before_update")
+def _audit_entries_never_change(_mapper, _connection, target: AuditLog) -> None:
+    raise AppendOnlyError(f"audit_log entry {target.id} cannot be changed: the audit log is append-only")
+
+
+@event.listens_for(AuditLog, "before_delete")
+def _audit_entries_are_kept(_mapper, _connection, target: AuditLog) -> None:
+    raise AppendOnlyError(f"audit_log entry {target.id} cannot be deleted: the audit log is append-only")
+
+
+@event.listens_for(_OrmSession, "do_orm_execute")
+def _no_bulk_audit_changes(state) -> None:
+    if not (state.is_update or state.is_delete):
+        return
+    mapper = state.bind_mapper
+    if (mapper is not None and mapper.class_ is AuditLog) or getattr(state.statement, "table", None) is AuditLog.__table__:
+        raise AppendOnlyError("the audit log is append-only: no UPDATE or DELETE")

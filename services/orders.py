@@ -17,6 +17,7 @@ from domain.catalog import Catalog
 from domain.orders import OrderItemRequest, OrderState, is_cancellable, validate_order_items
 from persistence.tables import BillingAccount, BusinessEvent, CancelProductOrder, Customer, OrderStep, ProductOrder, ProductOrderItem
 from services.errors import Conflict, Invalid, NotFound, Unavailable, field_error
+from services.hub_events import PRODUCT_ORDER_CREATE, emit_order_event
 from services.query import Page, new_id, paginate, run_tx, utcnow
 from services.workflows import LazyWorkflows, is_not_found
 from workflows.messages import CancelOrder, OrderInput, OrderItemInput
@@ -92,6 +93,7 @@ def record_order(session: Session, new: NewOrder, catalog: Catalog) -> tuple[Pro
             at=now,
         )
     )
+    emit_order_event(session, order, at=now, event_type=PRODUCT_ORDER_CREATE, catalog=catalog)
     return order, True
 
 
@@ -207,6 +209,7 @@ def _cancel_without_workflow(session: Session, cancel_id: str) -> CancelProductO
         order.cancellation_reason = cancel.reason
         cancel.state, cancel.effective_at = "done", now
         session.add(OrderStep(order_id=order.id, step="cancel", status="done", detail="cancelled before processing started", at=now))
+        emit_order_event(session, order, at=now)
     else:
         cancel.state = "terminatedWithError"
         session.add(OrderStep(order_id=order.id, step="cancel", status="failed", detail="the order's workflow is not running", at=now))

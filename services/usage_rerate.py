@@ -117,13 +117,15 @@ def rerate_period(session: Session, product_id: str, period_start: datetime, boo
     return report
 
 
-def rerate_flagged(session: Session, book: TariffBook, *, catalog: Catalog, limit: int = 100) -> list[RerateReport]:
-    """Re-rate up to `limit` periods whose counters are flagged `needs_rerate`, oldest period first."""
+def rerate_flagged(session: Session, book: TariffBook, *, catalog: Catalog, limit: int = 100,
+                   billing_account_id: str | None = None) -> list[RerateReport]:
+    """Re-rate up to `limit` periods whose counters are flagged `needs_rerate`, oldest period first;
+    with `billing_account_id`, only the periods of that account's products (before its invoice)."""
+    statement = select(AllowanceCounter.product_id, AllowanceCounter.period_start).where(col(AllowanceCounter.needs_rerate).is_(True))
+    if billing_account_id is not None:
+        statement = statement.join(Product, col(Product.id) == col(AllowanceCounter.product_id)).where(Product.billing_account_id == billing_account_id)
     flagged = session.exec(
-        select(AllowanceCounter.product_id, AllowanceCounter.period_start)
-        .where(col(AllowanceCounter.needs_rerate).is_(True))
-        .order_by(col(AllowanceCounter.period_start), col(AllowanceCounter.product_id))
-        .limit(limit)
+        statement.order_by(col(AllowanceCounter.period_start), col(AllowanceCounter.product_id)).limit(limit)
     ).all()
     return [rerate_period(session, product_id, start, book, catalog=catalog) for product_id, start in flagged]
 

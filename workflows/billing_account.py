@@ -27,15 +27,22 @@ with workflow.unsafe.imports_passed_through():
         QUERY_BALANCE,
         QUERY_CURRENT_CYCLE,
         QUERY_DUNNING_STATE,
+        SIGNAL_BILL_ON_DEMAND,
+        SIGNAL_CREDIT_NOTE_ISSUED,
+        SIGNAL_INVOICE_APPROVED,
         SIGNAL_PAYMENT_RECEIVED,
         SIGNAL_PRODUCT_ACTIVATED,
         SIGNAL_SPENDING_THRESHOLD,
         AccountSummary,
         BalanceView,
         BillingAccountInput,
+        BillOnDemandRequested,
         ChargeOutcome,
+        CreditNoteIssued,
         CycleView,
         DunningView,
+        InvoiceApproved,
+        IssuedInvoice,
         PaymentReceived,
         ProductActivated,
         SpendingThresholdCrossed,
@@ -46,6 +53,8 @@ EXTERNAL_CALL = {
     "start_to_close_timeout": timedelta(seconds=60),
     "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=5), non_retryable_error_types=["OssRejected", "UnknownBillingAccount"]),
 }
+# On-demand requests remembered per account (to ignore a repeated signal); older ones are dropped.
+ON_DEMAND_MEMORY = 50
 
 
 @workflow.defn(name=BILLING_ACCOUNT_WORKFLOW)
@@ -56,6 +65,9 @@ class BillingAccountWorkflow:
         self._new_products: list[ProductActivated] = []
         self._payments: list[PaymentReceived] = []
         self._spending: list[SpendingThresholdCrossed] = []
+        self._approvals: list[InvoiceApproved] = []
+        self._on_demand: list[BillOnDemandRequested] = []
+        self._credit_notes: list[CreditNoteIssued] = []
         self._woken = False
 
     @workflow.signal(name=SIGNAL_PRODUCT_ACTIVATED)
@@ -71,6 +83,21 @@ class BillingAccountWorkflow:
     @workflow.signal(name=SIGNAL_SPENDING_THRESHOLD)
     def spending_threshold_crossed(self, event: SpendingThresholdCrossed) -> None:
         self._spending.append(event)
+        self._woken = True
+
+    @workflow.signal(name=SIGNAL_INVOICE_APPROVED)
+    def invoice_approved(self, event: InvoiceApproved) -> None:
+        self._approvals.append(event)
+        self._woken = True
+
+    @workflow.signal(name=SIGNAL_BILL_ON_DEMAND)
+    def bill_on_demand(self, event: BillOnDemandRequested) -> None:
+        self._on_demand.append(event)
+        self._woken = True
+
+    @workflow.signal(name=SIGNAL_CREDIT_NOTE_ISSUED)
+    def credit_note_issued(self, event: CreditNoteIssued) -> None:
+        self._credit_notes.append(event)
         self._woken = True
 
     @workflow.query(name=QUERY_ACCOUNT_SUMMARY)
@@ -117,7 +144,11 @@ class BillingAccountWorkflow:
         s = self.s
         self._payments = s.pending_payments + self._payments
         self._spending = s.pending_spending + self._spending
+        self._approvals = s.pending_approvals + self._approvals
+        self._on_demand = s.pending_on_demand + self._on_demand
+        self._credit_notes = s.pending_credit_notes + self._credit_notes
         s.pending_payments, s.pending_spending = [], []
+        s.pending_approvals, s.pending_on_demand, s.pending_credit_notes = [], [], []
         while True:
             # Reset before looking at the buffers: a signal that lands while an activity below runs sets it
             # again, so the wait at the end of this pass returns at once instead of sleeping past it.
@@ -127,6 +158,12 @@ class BillingAccountWorkflow:
                 await self._apply_payments()
             if self._spending:
                 await self._handle_spending()
+            if self._credit_notes:
+                await self._deliver_credit_notes()
+            if self._approvals:
+                await self._release_approved()
+            if self._on_demand:
+                await self._bill_on_demand()
             now = workflow.now()
             if now >= s.period.end:
                 await self._close_cycle()
@@ -147,6 +184,7 @@ class BillingAccountWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._take_products()
         s.pending_payments, s.pending_spending = list(self._payments), list(self._spending)
+        s.pending_approvals, s.pending_on_demand, s.pending_credit_notes = list(self._approvals), list(self._on_demand), list(self._credit_notes)
         workflow.continue_as_new(BillingAccountInput(billing_account_id=s.billing_account_id, customer_id=s.customer_id, carried_state=s.model_dump(mode="json")))
 
     def _take_products(self) -> None:
@@ -159,18 +197,72 @@ class BillingAccountWorkflow:
 
     async def _close_cycle(self) -> None:
         s = self.s
+        if s.held_invoices:
+            # An approval whose signal never arrived is found here, once a cycle.
+            approved = await workflow.execute_activity_method(BillingActivities.approved_invoices, list(s.held_invoices), **DB_CALL)
+            for invoice in approved:
+                await self._deliver_approved(invoice.invoice_id)
         issued = await workflow.execute_activity_method(
             BillingActivities.issue_cycle_invoice, args=[s.billing_account_id, s.cycle, s.period, s.profile.payment_terms.total_seconds()], **DB_CALL
         )
+        await self._issued(issued)
+
+    async def _issued(self, issued: IssuedInvoice | None) -> None:
+        """A new invoice: an onHold draft waits for approval; any other is sent and collected."""
+        s = self.s
         if issued is None:
             return
+        if issued.state == "onHold":
+            if issued.invoice_id not in s.held_invoices:
+                s.held_invoices.append(issued.invoice_id)
+            return
         s.invoices_issued += 1
-        await workflow.execute_activity_method(BillingActivities.send_invoice, issued.invoice_id, **EXTERNAL_CALL)
+        await self._deliver(issued.invoice_id)
+
+    async def _deliver(self, invoice_id: str) -> None:
+        s = self.s
+        # A mail server that refuses the message for good must not stop collection: it is recorded for staff.
+        await self._safely(BillingActivities.send_invoice, [invoice_id], "invoice.delivery_failed")
         # Credit on the account pays first, so the card is charged only for what is still open.
         await self._apply_payments()
-        if any(i.invoice_id == issued.invoice_id for i in s.open_invoices):
-            await self._charge(issued.invoice_id)
+        if any(i.invoice_id == invoice_id for i in s.open_invoices):
+            await self._charge(invoice_id)
             await self._apply_payments()
+
+    async def _deliver_approved(self, invoice_id: str) -> None:
+        s = self.s
+        if invoice_id not in s.held_invoices:
+            return  # delivered already, or not one of this account's drafts
+        s.held_invoices.remove(invoice_id)
+        s.invoices_issued += 1
+        await self._deliver(invoice_id)
+
+    async def _release_approved(self) -> None:
+        """Staff approved onHold drafts: each now has its number; send and collect it like any invoice."""
+        events, self._approvals = self._approvals, []
+        for event in events:
+            await self._deliver_approved(event.invoice_id)
+
+    async def _bill_on_demand(self) -> None:
+        s = self.s
+        requests, self._on_demand = self._on_demand, []
+        for request in requests:
+            if request.request_id in s.on_demand_done:
+                continue
+            issued = await workflow.execute_activity_method(
+                BillingActivities.issue_on_demand_invoice, args=[s.billing_account_id, s.cycle, request.request_id, s.profile.payment_terms.total_seconds()],
+                **DB_CALL,
+            )
+            s.on_demand_done = (s.on_demand_done + [request.request_id])[-ON_DEMAND_MEMORY:]
+            await self._issued(issued)
+
+    async def _deliver_credit_notes(self) -> None:
+        """A credit note issued through the API: its credit is applied (the open balance and dunning follow)
+        and it is e-mailed like an invoice, never charged."""
+        events, self._credit_notes = self._credit_notes, []
+        await self._apply_payments()
+        for event in events:
+            await self._safely(BillingActivities.send_invoice, [event.credit_note_id], "invoice.delivery_failed")
 
     async def _charge(self, invoice_id: str) -> ChargeOutcome:
         s = self.s

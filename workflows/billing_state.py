@@ -8,7 +8,15 @@ from pydantic import BaseModel
 from domain.billing_cycle import BillingPeriod, CycleSpec
 from domain.billing_profile import BillingProfile
 from domain.dunning import DunningState
-from workflows.messages import OpenInvoice, PaymentReceived, ProductActivated, SpendingThresholdCrossed
+from workflows.messages import (
+    BillOnDemandRequested,
+    CreditNoteIssued,
+    InvoiceApproved,
+    OpenInvoice,
+    PaymentReceived,
+    ProductActivated,
+    SpendingThresholdCrossed,
+)
 
 
 class AccountState(BaseModel):
@@ -36,3 +44,11 @@ class AccountState(BaseModel):
     # The period whose hard spending cap barred the lines; lifted when the next cycle starts.
     spending_barred_period: datetime | None = None
     started_at: datetime | None = None
+    # Invoices issued as onHold drafts (the account's invoice hold), waiting for staff approval.
+    held_invoices: list[str] = []
+    # Signals not yet acted on when the workflow continued as new.
+    pending_approvals: list[InvoiceApproved] = []
+    pending_on_demand: list[BillOnDemandRequested] = []
+    pending_credit_notes: list[CreditNoteIssued] = []
+    # On-demand requests already billed (the latest ones), so a repeated signal bills nothing twice.
+    on_demand_done: list[str] = []

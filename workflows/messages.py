@@ -20,6 +20,9 @@ SIGNAL_PRODUCT_ACTIVATED = "product_activated"
 SIGNAL_PAYMENT_RECEIVED = "payment_received"
 SIGNAL_PAYMENT_METHOD_UPDATED = "payment_method_updated"
 SIGNAL_SPENDING_THRESHOLD = "spending_threshold_crossed"
+SIGNAL_INVOICE_APPROVED = "invoice_approved"
+SIGNAL_BILL_ON_DEMAND = "bill_on_demand"
+SIGNAL_CREDIT_NOTE_ISSUED = "credit_note_issued"
 QUERY_ORDER_STATUS = "order_status"
 QUERY_ACCOUNT_SUMMARY = "account_summary"
 QUERY_CURRENT_CYCLE = "current_cycle"
@@ -133,10 +136,31 @@ class BalanceView(BaseModel):
 
 class IssuedInvoice(BaseModel):
     invoice_id: str
-    number: str
+    number: str | None  # None while the invoice is an onHold draft
     gross_cents: int
     issued_at: datetime
     due_at: datetime
+    state: str = "new"  # onHold: a draft waiting for staff approval; validated: approved, to be sent and charged
+
+
+class InvoiceApproved(BaseModel):
+    """Staff approved an onHold draft (it has its number now): the workflow sends and collects it."""
+
+    invoice_id: str
+
+
+class BillOnDemandRequested(BaseModel):
+    """TMF678 customerBillOnDemand: bill everything not yet billed, now, off-cycle."""
+
+    request_id: str
+
+
+class CreditNoteIssued(BaseModel):
+    """A credit note was issued through the API: the workflow books its credit and e-mails it."""
+
+    credit_note_id: str
+    invoice_id: str
+    amount_cents: int
 
 
 class ChargeOutcome(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import unicodedata
 from datetime import date, datetime, time, timezone
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fpdf import FPDF
 from fpdf.enums import Align, TableBordersLayout
@@ -20,6 +20,7 @@ __all__ = [
     "InvoicePdfData",
     "PdfLine",
     "PdfParty",
+    "PdfReference",
     "PdfVat",
     "format_eur",
     "format_quantity",
@@ -77,10 +78,20 @@ class PdfVat(BaseModel):
         return _check_percent(v)
 
 
-class InvoicePdfData(BaseModel):
+class PdfReference(BaseModel):
+    """The invoice a credit note corrects, as §14 UStG needs it named: number and issue date."""
+
     invoice_number: str
     issue_date: date
-    due_date: date
+
+
+class InvoicePdfData(BaseModel):
+    """An invoice, or with ``document_kind="credit_note"`` a credit note (Rechnungskorrektur /
+    Stornorechnung): negative amounts, no due date, and the invoice it corrects in ``reference``."""
+
+    invoice_number: str
+    issue_date: date
+    due_date: date | None  # None: nothing falls due (a credit note)
     service_period: str  # e.g. "01.11.2026 – 30.11.2026"
     seller: PdfParty
     buyer: PdfParty
@@ -94,6 +105,9 @@ class InvoicePdfData(BaseModel):
     gross_total: Dec
     payment_note: str | None = None
     document_title: str = "Rechnung / Invoice"
+    document_kind: Literal["invoice", "credit_note"] = "invoice"
+    reference: PdfReference | None = None  # the corrected invoice; required for a credit note
+    reason: str | None = None  # why a credit note was issued
 
     @model_validator(mode="after")
     def _totals_agree(self) -> InvoicePdfData:
@@ -110,6 +124,10 @@ class InvoicePdfData(BaseModel):
                 f"gross_total {self.gross_total} != net_total + vat_total "
                 f"{self.net_total + self.vat_total}"
             )
+        if self.document_kind == "credit_note" and self.reference is None:
+            raise ValueError("a credit note must name the invoice it corrects (reference)")
+        if self.document_kind == "invoice" and self.due_date is None:
+            raise ValueError("an invoice needs a due date")
         return self
 
 
@@ -269,7 +287,10 @@ def render_invoice_pdf(data: InvoicePdfData) -> bytes:
     pdf.set_creation_date(datetime.combine(data.issue_date, time(0), tzinfo=timezone.utc))
     pdf.set_title(f"{data.document_title} {data.invoice_number}")
     pdf.set_author(data.seller.name)
-    pdf.set_subject(f"Invoice {data.invoice_number} for customer {data.customer_number}")
+    if data.reference is not None:
+        pdf.set_subject(f"Credit note {data.invoice_number} for invoice {data.reference.invoice_number}, customer {data.customer_number}")
+    else:
+        pdf.set_subject(f"Invoice {data.invoice_number} for customer {data.customer_number}")
     pdf.set_creator("o2c")
     pdf.set_lang("de-DE")
     pdf.set_margins(_MARGIN, 15, _MARGIN)
@@ -280,6 +301,7 @@ def render_invoice_pdf(data: InvoicePdfData) -> bytes:
     _buyer_block(pdf, data)
     _info_block(pdf, data)
     _title(pdf, data)
+    _reference(pdf, data)
     _lines_table(pdf, data)
     _vat_table(pdf, data)
     _totals(pdf, data)
@@ -316,22 +338,28 @@ def _buyer_block(pdf: FPDF, data: InvoicePdfData) -> None:
 
 
 def _info_block(pdf: FPDF, data: InvoicePdfData) -> None:
+    credit = data.document_kind == "credit_note"
     rows = [
-        ("Rechnungsnr. / Invoice no.", data.invoice_number),
-        ("Rechnungsdatum / Date", format_date(data.issue_date)),
+        ("Gutschriftsnr. / Credit note no." if credit else "Rechnungsnr. / Invoice no.", data.invoice_number),
+        ("Datum / Date" if credit else "Rechnungsdatum / Date", format_date(data.issue_date)),
+    ]
+    if data.reference is not None:
+        rows.append(("Zu Rechnung / For invoice", data.reference.invoice_number))
+    rows += [
         ("Leistungszeitraum / Period", data.service_period),
         ("Kundennummer / Customer no.", data.customer_number),
         ("Kundenkonto / Account", data.billing_account_id),
-        ("Fällig am / Due date", format_date(data.due_date)),
     ]
+    if data.due_date is not None:
+        rows.append(("Fällig am / Due date", format_date(data.due_date)))
     x, y = 112.0, 50.0
-    for label, value in rows:
+    for index, (label, value) in enumerate(rows):
         pdf.set_xy(x, y)
         pdf.set_font("helvetica", "", 8)
         pdf.set_text_color(*_GREY)
         pdf.cell(42, 5, label)
         pdf.set_text_color(0, 0, 0)
-        pdf.set_font("helvetica", "B" if label.startswith("Rechnungsnr") else "", 9)
+        pdf.set_font("helvetica", "B" if index == 0 else "", 9)
         pdf.cell(pdf.w - _MARGIN - x - 42, 5, value, align=Align.R)
         y += 5.5
 
@@ -340,6 +368,22 @@ def _title(pdf: FPDF, data: InvoicePdfData) -> None:
     pdf.set_xy(_MARGIN, max(pdf.get_y(), 95.0))
     pdf.set_font("helvetica", "B", 16)
     pdf.cell(0, 9, f"{data.document_title} {data.invoice_number}", new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(3)
+
+
+def _reference(pdf: FPDF, data: InvoicePdfData) -> None:
+    """A credit note says which invoice it corrects, by number and date, and why."""
+    if data.reference is None:
+        return
+    pdf.set_font("helvetica", "", 9.5)
+    pdf.multi_cell(
+        0, 5,
+        f"Korrektur der Rechnung {data.reference.invoice_number} vom {format_date(data.reference.issue_date)} / "
+        f"Correction of invoice {data.reference.invoice_number} dated {format_date(data.reference.issue_date)}",
+        new_x="LMARGIN", new_y="NEXT",
+    )
+    if data.reason:
+        pdf.multi_cell(0, 5, f"Grund / Reason: {data.reason}", new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
 
 
@@ -410,7 +454,7 @@ def _totals(pdf: FPDF, data: InvoicePdfData) -> None:
     rows = [
         ("Nettobetrag / Net total", data.net_total, ""),
         ("Umsatzsteuer / VAT", data.vat_total, ""),
-        ("Rechnungsbetrag / Total due", data.gross_total, "B"),
+        ("Gutschriftsbetrag / Total credited" if data.document_kind == "credit_note" else "Rechnungsbetrag / Total due", data.gross_total, "B"),
     ]
     label_w, value_w = 60.0, 35.0
     row_h = 6.0

@@ -7,6 +7,7 @@ from adapters.payments.port import (
     GatewayUnavailable,
     IdempotencyConflict,
     PaymentGateway,
+    PaymentMethodRejected,
     PaymentNotFound,
 )
 from adapters.payments.sandbox import SandboxGateway
@@ -19,6 +20,7 @@ __all__ = [
     "GatewayUnavailable",
     "IdempotencyConflict",
     "PaymentGateway",
+    "PaymentMethodRejected",
     "PaymentNotFound",
     "SandboxGateway",
     "StripeGateway",

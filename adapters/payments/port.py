@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from domain.payments import ChargeRequest, PaymentOutcome
+from domain.payments import ChargeRequest, MandateAcceptance, PaymentOutcome, SavedPaymentMethod, classify_decline
 
 
 class GatewayError(Exception):
@@ -17,11 +17,12 @@ class GatewayError(Exception):
 
 
 class GatewayUnavailable(GatewayError):
-    """The gateway could not be reached or failed (network, timeout, 5xx, rate limit).
+    """The gateway could not be reached, failed, or throttled us, on a call that changes nothing
+    or is safe to repeat (a read, a rate-limited request that did not run).
 
-    Whether the charge happened is unknown. Retry `charge` with the *same* ChargeRequest (same
-    idempotency key, so the gateway replays rather than charging twice) or `retrieve` a known
-    id; never retry with a new attempt number because of this error."""
+    `charge` does not raise this for a request that may have run: it answers an outcome with
+    status ``unknown`` instead, to be reconciled with `find_by_idempotency`. Never retry with a
+    new attempt number because of either."""
 
     retryable = True
 
@@ -40,6 +41,17 @@ class GatewayRequestRejected(GatewayError):
     """The gateway rejected the request as invalid (other than the payment method itself)."""
 
 
+class PaymentMethodRejected(GatewayError):
+    """The gateway refused to save a payment method (a declined card on attach, a failed SEPA
+    mandate set-up). Like a charge decline, `decline_code`/`decline_class` say whether another
+    try with the same details can work; the customer must usually give other details."""
+
+    def __init__(self, message: str, decline_code: str | None = None) -> None:
+        super().__init__(message)
+        self.decline_code = decline_code
+        self.decline_class = classify_decline(decline_code)
+
+
 class PaymentNotFound(GatewayError):
     """`retrieve` was given an id the gateway does not know."""
 
@@ -53,4 +65,29 @@ class PaymentGateway(Protocol):
 
     async def retrieve(self, gateway_payment_id: str) -> PaymentOutcome:
         """Current state of a payment, e.g. to follow a `processing` SEPA debit to its end."""
+        ...
+
+    async def find_by_idempotency(self, idempotency_key: str, *, gateway_customer_id: str | None = None) -> PaymentOutcome | None:
+        """Current state of the charge made with this idempotency key, or None if the gateway shows
+        none (yet). How an ``unknown`` outcome is reconciled. None is not proof that nothing was
+        charged for a moment after the request (Stripe's search lags up to a minute; with the
+        customer id a consistent list is read instead); repeating the *same* request is safe then,
+        as the gateway replays an executed request for the same key."""
+        ...
+
+    async def ensure_customer(self, billing_account_id: str, *, email: str | None = None, name: str | None = None) -> str:
+        """The gateway customer of a billing account, created once (keyed by the account id) and
+        kept in sync with the given e-mail and name. Returns its id."""
+        ...
+
+    async def attach_card(self, customer_id: str, payment_method: str) -> SavedPaymentMethod:
+        """Saves a card payment method (a ``pm_...`` from the gateway's client SDK, or a test
+        card/alias) to the customer for off-session charges. Idempotent per customer and method."""
+        ...
+
+    async def setup_sepa_debit(
+        self, customer_id: str, iban: str, *, account_holder: str, email: str | None, acceptance: MandateAcceptance
+    ) -> SavedPaymentMethod:
+        """Saves a SEPA Direct Debit payment method with its mandate to the customer (Stripe: a
+        SetupIntent confirmed with mandate_data). Idempotent per customer and IBAN."""
         ...

@@ -12,9 +12,15 @@ Choices, documented because callers see them:
 - SEPA debits return ``processing``; once ``sepa_settle_delay_s`` has passed on ``clock`` they
   read as succeeded, or declined with ``debit_not_authorized`` for the failing test IBAN.
 - Idempotent like Stripe: the same idempotency key replays the *first* outcome (a SEPA charge
-  replays ``processing``; use ``retrieve`` for the current state), the same key with other
-  parameters raises IdempotencyConflict. Ids derive from the key, so a retried activity in a
-  fresh process gets the same id (though not the in-memory SEPA timer).
+  replays ``processing``; use ``retrieve`` or ``find_by_idempotency`` for the current state), the
+  same key with other parameters raises IdempotencyConflict. Ids derive from the key, so a
+  retried activity in a fresh process gets the same id (though not the in-memory SEPA timer).
+- It never answers ``unknown`` (there is no network to lose an answer on).
+- Customers and saved methods are derived, not stored: a customer id is a digest of the billing
+  account id; a saved card is ``pm_sbx_<alias without pm_>`` and a saved SEPA method
+  ``pm_sbx_sepa_<IBAN>`` (test IBANs only), so they charge correctly after a restart. Declined
+  test cards are refused when saved, except 4000000000000341 (attaches, fails on charge), as
+  Stripe test mode does.
 """
 from __future__ import annotations
 
@@ -25,12 +31,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from adapters.payments.port import IdempotencyConflict, PaymentNotFound
+from adapters.payments.port import GatewayRequestRejected, IdempotencyConflict, PaymentMethodRejected, PaymentNotFound
 from domain.payments import (
+    TEST_CARD_ALIASES,
     ChargeRequest,
     InvalidPaymentMethod,
+    MandateAcceptance,
     PaymentOutcome,
+    SavedPaymentMethod,
     classify_decline,
+    iban_is_valid,
     parse_payment_method,
 )
 
@@ -49,6 +59,9 @@ class TestInstrument:
     code: str | None = None
     decline_code: str | None = None
     message: str | None = None
+    # Whether saving it to a customer succeeds (declined cards are refused when saved, except
+    # the "attaches but fails on charge" card).
+    attaches: bool = True
 
 
 _DECLINED = "Your card was declined."
@@ -61,17 +74,19 @@ TEST_INSTRUMENTS: dict[str, TestInstrument] = {
     "pm_card_visa_debit": TestInstrument("card", "succeeded"),
     "pm_card_mastercard": TestInstrument("card", "succeeded"),
     "pm_card_amex": TestInstrument("card", "succeeded"),
-    "pm_card_chargeDeclined": TestInstrument("card", "declined", "card_declined", "generic_decline", _DECLINED),
+    "pm_card_chargeDeclined": TestInstrument("card", "declined", "card_declined", "generic_decline", _DECLINED, attaches=False),
     "pm_card_chargeDeclinedInsufficientFunds": TestInstrument(
-        "card", "declined", "card_declined", "insufficient_funds", "Your card has insufficient funds."
+        "card", "declined", "card_declined", "insufficient_funds", "Your card has insufficient funds.", attaches=False
     ),
-    "pm_card_chargeDeclinedLostCard": TestInstrument("card", "declined", "card_declined", "lost_card", _DECLINED),
-    "pm_card_chargeDeclinedStolenCard": TestInstrument("card", "declined", "card_declined", "stolen_card", _DECLINED),
+    "pm_card_chargeDeclinedLostCard": TestInstrument("card", "declined", "card_declined", "lost_card", _DECLINED, attaches=False),
+    "pm_card_chargeDeclinedStolenCard": TestInstrument(
+        "card", "declined", "card_declined", "stolen_card", _DECLINED, attaches=False
+    ),
     "pm_card_chargeDeclinedExpiredCard": TestInstrument(
-        "card", "declined", "expired_card", "expired_card", "Your card has expired."
+        "card", "declined", "expired_card", "expired_card", "Your card has expired.", attaches=False
     ),
     "pm_card_chargeDeclinedIncorrectCvc": TestInstrument(
-        "card", "declined", "incorrect_cvc", "incorrect_cvc", "Your card's security code is incorrect."
+        "card", "declined", "incorrect_cvc", "incorrect_cvc", "Your card's security code is incorrect.", attaches=False
     ),
     "pm_card_chargeDeclinedProcessingError": TestInstrument(
         "card",
@@ -79,6 +94,7 @@ TEST_INSTRUMENTS: dict[str, TestInstrument] = {
         "processing_error",
         "processing_error",
         "An error occurred while processing your card. Try again in a little bit.",
+        attaches=False,
     ),
     # 4000000000000341: attaches to a customer fine, every charge fails.
     "pm_card_chargeCustomerFail": TestInstrument("card", "declined", "card_declined", "generic_decline", _DECLINED),
@@ -103,13 +119,26 @@ TEST_INSTRUMENTS: dict[str, TestInstrument] = {
 }
 
 
+SAVED_PREFIX = "pm_sbx_"
+SAVED_SEPA_PREFIX = "pm_sbx_sepa_"
+
+
+def instrument_key(ref_id: str) -> str:
+    """The TEST_INSTRUMENTS key behind a sandbox-saved method id (else the id itself)."""
+    if ref_id.startswith(SAVED_SEPA_PREFIX):
+        return ref_id[len(SAVED_SEPA_PREFIX):]
+    if ref_id.startswith(SAVED_PREFIX):
+        return "pm_" + ref_id[len(SAVED_PREFIX):]
+    return ref_id
+
+
 def lookup_test_instrument(payment_method: str) -> TestInstrument | None:
     """The test instrument a `ChargeRequest.payment_method` refers to, or None if unknown."""
     try:
         ref = parse_payment_method(payment_method)
     except InvalidPaymentMethod:
         return None
-    key = ref.iban or ref.payment_method_id or ""
+    key = ref.iban or instrument_key(ref.payment_method_id or "")
     found = TEST_INSTRUMENTS.get(key)
     return found if found is not None and found.kind == ref.kind else None
 
@@ -168,8 +197,52 @@ class SandboxGateway:
                 raise PaymentNotFound(f"no sandbox payment {gateway_payment_id!r}")
             return self._current(payment)
 
+    async def find_by_idempotency(self, idempotency_key: str, *, gateway_customer_id: str | None = None) -> PaymentOutcome | None:
+        with self._lock:
+            payment = self._by_key.get(idempotency_key)
+            if payment is None or payment.first.gateway_payment_id is None:
+                return None  # never charged, or refused before a payment existed (unknown method)
+            return self._current(payment)
+
+    async def ensure_customer(self, billing_account_id: str, *, email: str | None = None, name: str | None = None) -> str:
+        if not billing_account_id:
+            raise GatewayRequestRejected("a billing account id is required")
+        return "sbx_cus_" + hashlib.sha256(billing_account_id.encode()).hexdigest()[:24]
+
+    async def attach_card(self, customer_id: str, payment_method: str) -> SavedPaymentMethod:
+        try:
+            ref = parse_payment_method(payment_method)
+        except InvalidPaymentMethod as exc:
+            raise GatewayRequestRejected(str(exc)) from exc
+        if ref.kind != "card" or ref.payment_method_id is None:
+            raise GatewayRequestRejected("not a card payment method; save a SEPA debit with setup_sepa_debit")
+        alias = instrument_key(ref.payment_method_id)
+        instrument = TEST_INSTRUMENTS.get(alias)
+        if instrument is None or instrument.kind != "card":
+            raise GatewayRequestRejected(f"No such PaymentMethod: {payment_method!r}")
+        if not instrument.attaches:
+            raise PaymentMethodRejected(instrument.message or "Your card was declined.", instrument.decline_code)
+        return SavedPaymentMethod(payment_method_id=SAVED_PREFIX + alias[len("pm_"):], kind="card", customer_id=customer_id,
+                                  last4=alias_last4(alias), brand=alias_brand(alias))
+
+    async def setup_sepa_debit(
+        self, customer_id: str, iban: str, *, account_holder: str, email: str | None, acceptance: MandateAcceptance
+    ) -> SavedPaymentMethod:
+        compact = "".join(iban.split()).upper()
+        if not iban_is_valid(compact):
+            raise GatewayRequestRejected(f"not a valid IBAN: {iban!r}")
+        instrument = TEST_INSTRUMENTS.get(compact)
+        if instrument is None or instrument.kind != "sepa_debit":
+            raise GatewayRequestRejected("The IBAN you provided is invalid (the sandbox knows Stripe's test IBANs only).")
+        if not account_holder:
+            raise GatewayRequestRejected("the account holder's name is required for a SEPA mandate")
+        mandate = "sbx_mandate_" + hashlib.sha256(f"{customer_id}:{compact}".encode()).hexdigest()[:24]
+        return SavedPaymentMethod(payment_method_id=SAVED_SEPA_PREFIX + compact, kind="sepa_debit", customer_id=customer_id,
+                                  last4=compact[-4:], mandate_id=mandate)
+
     def _first_outcome(self, req: ChargeRequest, instrument: TestInstrument | None) -> PaymentOutcome:
-        base = dict(amount_minor=req.amount_minor, currency=req.currency)
+        base = dict(amount_minor=req.amount_minor, currency=req.currency, invoice_id=req.invoice_id, attempt=req.attempt,
+                    account_id=req.account_id, payment_method_kind=_kind(req.payment_method))
         if instrument is None:
             return PaymentOutcome(
                 status="declined",
@@ -202,16 +275,35 @@ class SandboxGateway:
             return first
         if instrument.result == "settles":
             return first.model_copy(update={"status": "succeeded"})
-        return _declined(first.gateway_payment_id, instrument, amount_minor=first.amount_minor, currency=first.currency)
+        refs = first.model_dump(include={"amount_minor", "currency", "invoice_id", "attempt", "account_id", "payment_method_kind"})
+        return _declined(first.gateway_payment_id, instrument, **refs)
 
 
-def _declined(pid: str | None, instrument: TestInstrument, *, amount_minor: int, currency: str) -> PaymentOutcome:
+def _declined(pid: str | None, instrument: TestInstrument, **base) -> PaymentOutcome:
     return PaymentOutcome(
         status="declined",
         gateway_payment_id=pid,
-        amount_minor=amount_minor,
-        currency=currency,
         decline_code=instrument.decline_code,
         decline_class=classify_decline(instrument.decline_code),
         message=instrument.message,
+        **base,
     )
+
+
+def _kind(payment_method: str) -> str | None:
+    try:
+        return parse_payment_method(payment_method).kind
+    except InvalidPaymentMethod:
+        return None
+
+
+def alias_last4(alias: str) -> str | None:
+    """The last four digits of the test card number behind a Stripe alias, if o2c knows it."""
+    return next((number[-4:] for number, a in TEST_CARD_ALIASES.items() if a == alias), None)
+
+
+def alias_brand(alias: str) -> str:
+    for brand in ("mastercard", "amex"):
+        if brand in alias.lower():
+            return brand
+    return "visa"

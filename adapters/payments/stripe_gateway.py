@@ -1,16 +1,23 @@
-"""StripeGateway: PaymentGateway over Stripe PaymentIntents (off-session, confirm at create).
+"""StripeGateway: PaymentGateway over Stripe (Customers, PaymentMethods, SetupIntents and
+PaymentIntents confirmed off-session).
 
 Why the sync SDK in a worker thread (asyncio.to_thread) rather than the SDK's *_async methods:
 the sync requests-based client keeps no event-loop-bound state, so one gateway instance is safe
 from any loop (Temporal worker, FastAPI, pytest) and from sync activities alike; the async
 client holds an httpx.AsyncClient tied to the loop it was first used on.
 
-Safety: every create carries Idempotency-Key = ChargeRequest.idempotency_key, so the SDK's own
-network retries and any activity retry replay the first result instead of charging twice.
+Safety: every create carries an Idempotency-Key derived from business ids (charge: invoice id +
+attempt; customer: billing account id; saved methods: customer + method), so the SDK's own
+network retries and any activity retry replay the first result instead of acting twice. A charge
+whose request may have run but whose answer was lost (timeout, dropped connection, 5xx, 409 key
+in use) is reported as status ``unknown``, never as an error to retry blindly: the caller
+reconciles it with `find_by_idempotency` (the key is also in the PaymentIntent's metadata).
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 from typing import Any
 
 import stripe
@@ -20,17 +27,27 @@ from adapters.payments.port import (
     GatewayRequestRejected,
     GatewayUnavailable,
     IdempotencyConflict,
+    PaymentMethodRejected,
     PaymentNotFound,
 )
 from domain.payments import (
+    PAYMENT_STATUS_RANK,
     ChargeRequest,
     InvalidPaymentMethod,
+    MandateAcceptance,
     PaymentOutcome,
+    SavedPaymentMethod,
     classify_decline,
+    iban_is_valid,
     parse_payment_method,
 )
 
+log = logging.getLogger(__name__)
+
 _AUTH_REQUIRED = "authentication_required"
+# Metadata keys o2c writes on its Stripe objects.
+META_BILLING_ACCOUNT = "billing_account_id"
+META_IDEMPOTENCY_KEY = "idempotency_key"
 
 
 class StripeGateway:
@@ -54,12 +71,24 @@ class StripeGateway:
             max_network_retries=max_network_retries,
         )
 
+    # --- charging ----------------------------------------------------------------------------
+
     async def charge(self, req: ChargeRequest) -> PaymentOutcome:
         try:
-            params = _create_params(req)
+            ref = parse_payment_method(req.payment_method)
         except InvalidPaymentMethod as exc:
             # Never sent: e.g. a raw card number we refuse to handle.
             return _invalid_method(req, str(exc), None)
+        customer = req.gateway_customer_id
+        if customer is None and ref.payment_method_id is not None and not _is_test_alias(ref.payment_method_id):
+            # A saved method is charged together with the customer it is attached to (Stripe
+            # refuses it otherwise); the customer never changes, so the request stays identical
+            # for the same idempotency key.
+            try:
+                customer = await self._customer_of(ref.payment_method_id)
+            except PaymentNotFound as exc:
+                return _invalid_method(req, str(exc), None)
+        params = _create_params(req, ref, customer)
         try:
             intent = await asyncio.to_thread(
                 self._client.v1.payment_intents.create,
@@ -74,6 +103,8 @@ class StripeGateway:
                 return _invalid_method(req, exc.user_message or "invalid payment method", pi)
             raise _translate(exc) from exc
         except stripe.StripeError as exc:
+            if _may_have_run(exc):
+                return _unknown(req, exc)
             raise _translate(exc) from exc
         return _outcome_from_intent(intent.to_dict())
 
@@ -90,9 +121,131 @@ class StripeGateway:
             raise _translate(exc) from exc
         return _outcome_from_intent(intent.to_dict())
 
+    async def find_by_idempotency(self, idempotency_key: str, *, gateway_customer_id: str | None = None) -> PaymentOutcome | None:
+        """With the customer: the customer's latest 100 PaymentIntents (the list API is read-after-
+        write consistent). Without: Stripe search on the metadata key (searchable within about a
+        minute of the create; None before that proves nothing)."""
+        try:
+            if gateway_customer_id:
+                page = await asyncio.to_thread(
+                    self._client.v1.payment_intents.list, {"customer": gateway_customer_id, "limit": 100}
+                )
+            else:
+                page = await asyncio.to_thread(
+                    self._client.v1.payment_intents.search,
+                    {"query": f"metadata['{META_IDEMPOTENCY_KEY}']:{_quote(idempotency_key)}", "limit": 10},
+                )
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        intents = [i for i in page.to_dict().get("data", []) if (i.get("metadata") or {}).get(META_IDEMPOTENCY_KEY) == idempotency_key]
+        if not intents:
+            return None
+        outcomes = [_outcome_from_intent(i) for i in intents]
+        if len(outcomes) > 1:
+            # One key, one create: more than one intent means someone created intents by hand.
+            log.error("%d PaymentIntents carry idempotency key %s: %s", len(outcomes), idempotency_key,
+                      [o.gateway_payment_id for o in outcomes])
+        return max(outcomes, key=lambda o: PAYMENT_STATUS_RANK[o.status])
 
-def _create_params(req: ChargeRequest) -> dict[str, Any]:
-    ref = parse_payment_method(req.payment_method)
+    # --- customers and saved payment methods -----------------------------------------------
+
+    async def ensure_customer(self, billing_account_id: str, *, email: str | None = None, name: str | None = None) -> str:
+        """Search by metadata first (finds customers older than the idempotency window), then
+        create with a key derived from the account id (covers the search's indexing lag). The
+        create carries only the account id, so a changed e-mail or name can never make the same
+        key conflict; they are set by an update afterwards."""
+        try:
+            found = await asyncio.to_thread(
+                self._client.v1.customers.search,
+                {"query": f"metadata['{META_BILLING_ACCOUNT}']:{_quote(billing_account_id)}", "limit": 10},
+            )
+            customers = [c for c in found.to_dict().get("data", [])
+                         if (c.get("metadata") or {}).get(META_BILLING_ACCOUNT) == billing_account_id]
+            if customers:
+                customer = min(customers, key=lambda c: (c.get("created") or 0, c["id"]))
+            else:
+                created = await asyncio.to_thread(
+                    self._client.v1.customers.create,
+                    {"metadata": {META_BILLING_ACCOUNT: billing_account_id}},
+                    {"idempotency_key": f"o2c-customer-{billing_account_id}"},
+                )
+                customer = created.to_dict()
+            changes = {k: v for k, v in (("email", email), ("name", name)) if v is not None and customer.get(k) != v}
+            if changes:
+                await asyncio.to_thread(self._client.v1.customers.update, customer["id"], changes)
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        return customer["id"]
+
+    async def attach_card(self, customer_id: str, payment_method: str) -> SavedPaymentMethod:
+        try:
+            ref = parse_payment_method(payment_method)
+        except InvalidPaymentMethod as exc:
+            raise GatewayRequestRejected(str(exc)) from exc
+        if ref.kind != "card" or ref.payment_method_id is None:
+            raise GatewayRequestRejected("not a card payment method; save a SEPA debit with setup_sepa_debit")
+        try:
+            pm = await asyncio.to_thread(
+                self._client.v1.payment_methods.attach,
+                ref.payment_method_id,
+                {"customer": customer_id},
+                {"idempotency_key": f"o2c-attach-{customer_id}-{ref.payment_method_id}"},
+            )
+        except stripe.CardError as exc:
+            raise _rejected_method(exc) from exc
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        data = pm.to_dict()
+        card = data.get("card") or {}
+        return SavedPaymentMethod(payment_method_id=data["id"], kind="card", customer_id=customer_id,
+                                  last4=card.get("last4"), brand=card.get("brand"))
+
+    async def setup_sepa_debit(
+        self, customer_id: str, iban: str, *, account_holder: str, email: str | None, acceptance: MandateAcceptance
+    ) -> SavedPaymentMethod:
+        compact = "".join(iban.split()).upper()
+        if not iban_is_valid(compact):
+            raise GatewayRequestRejected(f"not a valid IBAN: {iban!r}")
+        billing: dict[str, str] = {"name": account_holder}
+        if email:
+            billing["email"] = email
+        params: dict[str, Any] = {
+            "customer": customer_id,
+            "confirm": True,
+            "usage": "off_session",
+            "payment_method_types": ["sepa_debit"],
+            "payment_method_data": {"type": "sepa_debit", "sepa_debit": {"iban": compact}, "billing_details": billing},
+            "mandate_data": {"customer_acceptance": _acceptance_params(acceptance)},
+        }
+        # The IBAN only as a digest: the key is logged and shown in Stripe's dashboard.
+        key = f"o2c-sepa-setup-{customer_id}-{hashlib.sha256(compact.encode()).hexdigest()[:24]}"
+        try:
+            intent = await asyncio.to_thread(self._client.v1.setup_intents.create, params, {"idempotency_key": key})  # type: ignore[arg-type]
+        except stripe.CardError as exc:
+            raise _rejected_method(exc) from exc
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        data = intent.to_dict()
+        if data.get("status") not in ("succeeded", "processing"):
+            error = data.get("last_setup_error") or {}
+            code = error.get("decline_code") or error.get("code")
+            raise PaymentMethodRejected(error.get("message") or f"SetupIntent {data.get('id')} is {data.get('status')}", code)
+        return SavedPaymentMethod(payment_method_id=data["payment_method"], kind="sepa_debit", customer_id=customer_id,
+                                  last4=compact[-4:], mandate_id=data.get("mandate"))
+
+    async def _customer_of(self, payment_method_id: str) -> str | None:
+        try:
+            pm = await asyncio.to_thread(self._client.v1.payment_methods.retrieve, payment_method_id)
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404 or exc.code == "resource_missing":
+                raise PaymentNotFound(exc.user_message or f"No such PaymentMethod: {payment_method_id!r}") from exc
+            raise _translate(exc) from exc
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        return pm.to_dict().get("customer")
+
+
+def _create_params(req: ChargeRequest, ref, customer: str | None) -> dict[str, Any]:
     params: dict[str, Any] = {
         "amount": req.amount_minor,
         "currency": req.currency.lower(),
@@ -103,13 +256,15 @@ def _create_params(req: ChargeRequest) -> dict[str, Any]:
             "invoice_id": req.invoice_id,
             "attempt": str(req.attempt),
             "account_id": req.account_id,
+            META_IDEMPOTENCY_KEY: req.idempotency_key,
         },
     }
     if req.description:
         params["description"] = req.description
-    if req.gateway_customer_id:
-        params["customer"] = req.gateway_customer_id
+    if customer:
+        params["customer"] = customer
     if ref.payment_method_id is not None:
+        # A saved SEPA method carries the mandate it was set up with.
         params["payment_method"] = ref.payment_method_id
     else:
         billing: dict[str, str] = {"name": req.account_id}
@@ -126,18 +281,53 @@ def _create_params(req: ChargeRequest) -> dict[str, Any]:
     return params
 
 
+def _acceptance_params(acceptance: MandateAcceptance) -> dict[str, Any]:
+    params: dict[str, Any] = {"type": acceptance.type}
+    if acceptance.accepted_at is not None:
+        params["accepted_at"] = acceptance.accepted_at
+    if acceptance.type == "online":
+        params["online"] = {"ip_address": acceptance.ip_address, "user_agent": acceptance.user_agent}
+    return params
+
+
+def _references(intent: dict[str, Any]) -> dict[str, Any]:
+    metadata = intent.get("metadata") or {}
+    attempt = metadata.get("attempt")
+    types = intent.get("payment_method_types") or []
+    kind = types[0] if types and types[0] in ("card", "sepa_debit") else None
+    return dict(
+        invoice_id=metadata.get("invoice_id") or None,
+        attempt=int(attempt) if isinstance(attempt, str) and attempt.isdigit() and int(attempt) > 0 else None,
+        account_id=metadata.get("account_id") or None,
+        payment_method_kind=kind,
+    )
+
+
+def _request_references(req: ChargeRequest) -> dict[str, Any]:
+    try:
+        kind = parse_payment_method(req.payment_method).kind
+    except InvalidPaymentMethod:
+        kind = None
+    return dict(invoice_id=req.invoice_id, attempt=req.attempt, account_id=req.account_id, payment_method_kind=kind)
+
+
 def _outcome_from_intent(intent: dict[str, Any]) -> PaymentOutcome:
+    """Every PaymentIntent status, mapped:
+    succeeded -> succeeded; processing (SEPA for days) and requires_capture (authorised, we never
+    capture manually, so money in flight) -> processing; canceled -> canceled;
+    requires_action / requires_confirmation -> requires_action (the customer must act);
+    requires_payment_method -> declined with the last error's code and class, or requires_action
+    when that error is `authentication_required` (the card is fine, the customer must authenticate)."""
     status = intent.get("status")
     base = dict(
         gateway_payment_id=intent.get("id"),
         amount_minor=int(intent.get("amount")),
         currency=str(intent.get("currency", "")).upper(),
+        **_references(intent),
     )
     if status == "succeeded":
         return PaymentOutcome(status="succeeded", **base)
     if status in ("processing", "requires_capture"):
-        # requires_capture: authorised but not captured; we never use manual capture, so it
-        # means money is still in flight, like processing.
         return PaymentOutcome(status="processing", **base)
     if status == "canceled":
         return PaymentOutcome(status="canceled", message=intent.get("cancellation_reason"), **base)
@@ -170,6 +360,7 @@ def _outcome_from_card_error(req: ChargeRequest, exc: stripe.CardError) -> Payme
         currency=req.currency,
         decline_code=code,
         message=exc.user_message,
+        **_request_references(req),
     )
     # Off-session 3DS: Stripe answers 402 authentication_required; the card is fine, the
     # customer has to come back on-session and authenticate.
@@ -187,7 +378,31 @@ def _invalid_method(req: ChargeRequest, message: str, pi: str | None) -> Payment
         decline_code="invalid_payment_method",
         decline_class=classify_decline("invalid_payment_method"),
         message=message,
+        **_request_references(req),
     )
+
+
+def _unknown(req: ChargeRequest, exc: stripe.StripeError) -> PaymentOutcome:
+    return PaymentOutcome(
+        status="unknown",
+        gateway_payment_id=None,
+        amount_minor=req.amount_minor,
+        currency=req.currency,
+        message=f"no answer from Stripe ({type(exc).__name__}: {exc.user_message or exc}); "
+        f"reconcile with find_by_idempotency({req.idempotency_key!r})",
+        **_request_references(req),
+    )
+
+
+def _may_have_run(exc: stripe.StripeError) -> bool:
+    """Whether a failed create may still have created a PaymentIntent: a lost answer (timeout,
+    dropped connection), a server error (Stripe replays even a 500 for the same key), or 409 (a
+    request with the same key is still running). A rate limit or a 4xx means it did not run."""
+    if isinstance(exc, stripe.APIConnectionError):
+        return True
+    if isinstance(exc, stripe.RateLimitError):
+        return False
+    return exc.http_status is None or exc.http_status >= 500 or exc.http_status == 409
 
 
 def _error_intent_id(exc: stripe.StripeError) -> str | None:
@@ -196,6 +411,22 @@ def _error_intent_id(exc: stripe.StripeError) -> str | None:
     body = exc.json_body if isinstance(exc.json_body, dict) else {}
     intent = (body.get("error") or {}).get("payment_intent") or {}
     return intent.get("id") if isinstance(intent, dict) else None
+
+
+def _rejected_method(exc: stripe.CardError) -> PaymentMethodRejected:
+    err = exc.error
+    code = (err.decline_code if err is not None else None) or exc.code
+    return PaymentMethodRejected(exc.user_message or "the payment method was declined", code)
+
+
+def _is_test_alias(payment_method_id: str) -> bool:
+    # Stripe's test-mode aliases (pm_card_visa, pm_card_chargeDeclined, ...) belong to no customer.
+    return payment_method_id.startswith("pm_card_")
+
+
+def _quote(value: str) -> str:
+    """A string literal for Stripe's search query language."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _translate(exc: stripe.StripeError) -> Exception:

@@ -17,6 +17,8 @@ from adapters.temporal.client import WorkflowGateway
 from persistence.db import session_scope
 from services.outbox import DueMessage, due_messages, mark_delivered, mark_failed
 from services.spending_monitor import SPENDING_TOPIC
+from services.stripe_webhooks import PAYMENT_RESULT_TOPIC, payment_signal
+from services.workflows import is_not_found
 from workflows.messages import SpendingThresholdCrossed
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,17 @@ def workflow_handlers(gateway: WorkflowGateway) -> dict[str, Handler]:
         )
         await gateway.spending_threshold(payload["billingAccountId"], event)
 
-    return {SPENDING_TOPIC: spending_threshold}
+    async def payment_result(payload: dict[str, Any]) -> None:
+        # A Stripe webhook's final payment result (services.stripe_webhooks) the API could not signal.
+        billing_account_id, signal = payment_signal(payload)
+        try:
+            await gateway.payment_received(billing_account_id, signal)
+        except Exception as exc:
+            if is_not_found(exc):
+                return  # no workflow runs for the account: it allocates the payment when it starts
+            raise
+
+    return {SPENDING_TOPIC: spending_threshold, PAYMENT_RESULT_TOPIC: payment_result}
 
 
 class OutboxRelay:

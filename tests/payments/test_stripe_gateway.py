@@ -41,8 +41,13 @@ async def test_success_sends_what_stripe_expects(stripe_gateway, fake_stripe, ma
         "metadata[invoice_id]": req.invoice_id,
         "metadata[attempt]": "1",
         "metadata[account_id]": "acc-42",
+        "metadata[idempotency_key]": req.idempotency_key,
         "description": "Invoice for mobile plan",
     }
+    # The outcome names what it was charged for, as Stripe's metadata keeps it.
+    assert (out.invoice_id, out.attempt, out.account_id, out.payment_method_kind) == (req.invoice_id, 1, "acc-42", "card")
+    assert out.idempotency_key == req.idempotency_key
+    assert out.next_step == "done"
 
 
 async def test_test_card_number_is_sent_as_its_alias_never_as_a_pan(stripe_gateway, fake_stripe, make_request):
@@ -150,13 +155,13 @@ async def test_sepa_bounce_is_a_hard_decline(stripe_gateway, fake_stripe, make_r
     )
 
 
-async def test_saved_sepa_method_is_charged_as_sepa(stripe_gateway, fake_stripe, make_request) -> None:
-    # The fake only knows test aliases, so a saved SEPA pm_ id is reported as unknown; what
-    # matters here is that it is sent as a sepa_debit payment method, not as a card.
+async def test_unknown_saved_method_is_a_hard_decline_without_an_intent(stripe_gateway, fake_stripe, make_request) -> None:
+    # A saved pm_ is charged with its customer, so the gateway reads the method first; one
+    # Stripe does not know is an invalid method, and no PaymentIntent is attempted.
     out = await stripe_gateway.charge(make_request("sepa:pm_1SavedSepa"))
-    [sent] = fake_stripe.requests_to(*CREATE)
-    assert (sent.form["payment_method"], sent.form["payment_method_types[0]"]) == ("pm_1SavedSepa", "sepa_debit")
-    assert out.decline_code == "invalid_payment_method"
+    assert [(r.method, r.path) for r in fake_stripe.requests] == [("GET", "/v1/payment_methods/pm_1SavedSepa")]
+    assert (out.status, out.decline_code, out.decline_class) == ("declined", "invalid_payment_method", "hard")
+    assert fake_stripe.intents == {}
 
 
 async def test_3ds_card_off_session_requires_action(stripe_gateway, fake_stripe, make_request) -> None:
@@ -203,24 +208,41 @@ def test_empty_api_key_is_refused_up_front() -> None:
         StripeGateway("")
 
 
-async def test_unreachable_server_is_retryable(closed_port_url, make_request) -> None:
+async def test_unreachable_server_leaves_the_charge_unknown(closed_port_url, make_request) -> None:
     gw = StripeGateway("sk_test_x", api_base=closed_port_url, max_network_retries=0)
+    req = make_request("pm_card_visa")
+    out = await gw.charge(req)
+    # A charge whose answer never came is not an error to retry blindly: it is reconciled.
+    assert (out.status, out.gateway_payment_id, out.next_step) == ("unknown", None, "reconcile")
+    assert req.idempotency_key in out.message
+    assert not out.is_final
+    # Reads change nothing, so they fail plainly and may simply be retried.
     with pytest.raises(GatewayUnavailable) as info:
-        await gw.charge(make_request("pm_card_visa"))
+        await gw.retrieve("pi_1")
     assert info.value.retryable
     with pytest.raises(GatewayUnavailable):
-        await gw.retrieve("pi_1")
+        await gw.find_by_idempotency(req.idempotency_key)
 
 
-async def test_server_error_then_same_request_charges_once(stripe_gateway, fake_stripe, make_request) -> None:
+async def test_server_error_is_unknown_then_same_request_charges_once(stripe_gateway, fake_stripe, make_request) -> None:
     req = make_request("pm_card_visa")
     fake_stripe.fail_next(1, status=500)
-    with pytest.raises(GatewayUnavailable):
-        await stripe_gateway.charge(req)
-    # The caller retries the same attempt (same key): exactly one intent exists.
+    assert (await stripe_gateway.charge(req)).status == "unknown"
+    # Nothing ran (the fake failed before executing), so reading the gateway finds nothing and
+    # the same attempt (same key) may be sent again: exactly one intent exists.
+    fake_stripe.index_search()
+    assert await stripe_gateway.find_by_idempotency(req.idempotency_key) is None
     out = await stripe_gateway.charge(req)
     assert out.status == "succeeded"
     assert len(fake_stripe.intents) == 1
+
+
+async def test_rate_limit_did_not_run_and_is_retryable(stripe_gateway, fake_stripe, make_request) -> None:
+    fake_stripe.fail_next(1, status=429)
+    with pytest.raises(GatewayUnavailable) as info:
+        await stripe_gateway.charge(make_request("pm_card_visa"))
+    assert info.value.retryable
+    assert fake_stripe.intents == {}
 
 
 async def test_sdk_network_retry_reuses_the_idempotency_key(fake_stripe, make_request, monkeypatch) -> None:

@@ -1,0 +1,547 @@
+"""Activities of the DunningWorkflow. Each is keyed by a business id (episode, timeline step, attempt),
+so a retry after a crash or a timeout repeats nothing the customer or the OSS would notice:
+
+- notices: the Notification row's key (and the e-mail's Message-ID derived from it);
+- late fees: the pending charge's key `dunning-fee:<episode>:<level>`;
+- payment retries: the gateway idempotency key from invoice and attempt (domain.payments.ChargeRequest);
+- barring: the OSS service order's externalId `dunning:<episode>:<step>:<product>`;
+- termination: the final bill request's idempotency key `dunning-final-bill:<episode>`;
+- every record: the dunning_action row's key.
+
+Every action also writes a BusinessEvent for the customer's story."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal, Protocol
+
+from pydantic import BaseModel
+from sqlmodel import Session, select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.ledger import credit_cents, open_invoices
+from activities.order_records import record_event, utcnow
+from adapters.notify.email import EmailMessageSpec, NotificationRejected, NotificationUnavailable, SmtpNotifier
+from adapters.oss.port import OssClient, OssRejected, OssUnavailable
+from adapters.payments.port import GatewayError, GatewayUnavailable, PaymentGateway
+from config.dunning_loader import DunningConfig
+from config.settings import Settings
+from domain.billing_cycle import zone
+from domain.dunning_policy import DunningPolicy
+from domain.dunning_timeline import DunningBalance, DunningInput, StaffCommand
+from domain.money import from_minor
+from domain.payments import ChargeRequest, parse_payment_method
+from domain.products import ProductStatus
+from persistence.db import session_scope
+from persistence.tables import BillingAccount, BillOnDemand, Customer, DunningAction, DunningEpisode, Notification, Payment, PendingOneTimeCharge, Product
+from services import dunning as records
+from services.pending_charges import WAIVED, add_pending_charge, waive_pending_charge
+
+BARRING_LABELS = {"outgoing": "abgehende Verbindungen", "full": "alle Verbindungen (Notrufe bleiben möglich)", "none": "keine"}
+FINAL_BILL_NAMESPACE = uuid.UUID("0d6b5e3c-86c4-4f43-9f0e-7f3c1ad0b7e2")
+
+
+class SmsSender(Protocol):
+    """An SMS gateway (none ships with o2c yet). Must be idempotent on `idempotency_key`."""
+
+    async def send(self, *, to: str, text: str, idempotency_key: str) -> str: ...
+
+
+# --- what the workflow sends and gets back ------------------------------------------------------------------
+
+
+class NoticeRequest(BaseModel):
+    episode_id: str
+    billing_account_id: str
+    key: str  # "<episode>:<step>:notice-<n>"
+    level: str
+    template: str
+    channel: Literal["email", "sms"] = "email"
+    announces_barring: bool = False
+    barring_at: datetime | None = None
+    barring_scope: str | None = None
+    late_fee_cents: int = 0
+    as_of: datetime
+
+
+class NoticeResult(BaseModel):
+    sent: bool
+    sent_at: datetime | None = None  # when it went out (the sending attempt's time)
+    recipient: str | None = None
+    subject: str | None = None
+    reason: str | None = None
+
+
+class LateFeeRequest(BaseModel):
+    episode_id: str
+    billing_account_id: str
+    level: str
+    amount: Decimal
+    description: str
+    vat_rate: Decimal = Decimal("0")
+    vat_category: str = "O"
+
+    @property
+    def key(self) -> str:
+        return f"dunning-fee:{self.episode_id}:{self.level}"
+
+
+class WaiveResult(BaseModel):
+    waived: list[str] = []
+    already_billed: list[str] = []
+    already_waived: list[str] = []
+
+
+class RetryItem(BaseModel):
+    invoice_id: str
+    attempt: int
+
+
+class RetryRequest(BaseModel):
+    episode_id: str
+    billing_account_id: str
+    invoice_id: str
+    attempt: int
+    trigger: str  # "retry-2", "level:mahnung" or "staff:<command id>"
+
+
+class RetryResult(BaseModel):
+    status: str  # succeeded | processing | requires_action | declined | canceled | no_payment_method | nothing_due
+    payment_id: str | None = None
+    amount_cents: int = 0
+    decline_code: str | None = None
+    decline_class: str | None = None
+
+
+class BarringRequest(BaseModel):
+    episode_id: str
+    billing_account_id: str
+    barring: Literal["none", "outgoing", "full"]
+    key: str  # "<episode>:<step>" for a barring, "<episode>:lift-<n>" for lifting
+    level: str | None = None
+    reason: str
+
+
+class BarringResult(BaseModel):
+    changed: list[str] = []
+    refused: list[str] = []
+
+
+class TerminationRequest(BaseModel):
+    episode_id: str
+    billing_account_id: str
+    level: str
+    final_bill: bool = True
+    overdue_cents: int = 0
+
+
+class HandOverRequest(BaseModel):
+    episode_id: str
+    billing_account_id: str
+    level: str
+    kind: Literal["collections", "write_off"]
+    agency: str | None = None
+    overdue_cents: int
+    invoice_ids: list[str]
+
+
+class RecordRequest(BaseModel):
+    """An entry in the action log and the customer's story, for what needs no outside call."""
+
+    episode_id: str
+    billing_account_id: str
+    key: str
+    kind: str  # e.g. level_skipped, barring_deferred, retry_skipped, started
+    event_kind: str  # BusinessEvent kind, e.g. dunning.level_skipped
+    message: str
+    level: str | None = None
+    status: str = "done"
+    data: dict = {}
+
+
+class StaffResult(BaseModel):
+    episode_id: str
+    billing_account_id: str
+    command: StaffCommand
+    kind: str  # pause | resume | waive_fee | retry_payment
+    status: Literal["applied", "rejected"]
+    message: str
+    result: dict = {}
+
+
+class CloseRequest(BaseModel):
+    episode_id: str
+    billing_account_id: str
+    state: Literal["settled", "collections", "written_off"]
+    reason: str
+    level: str | None = None
+
+
+def arrears(session: Session, billing_account_id: str, as_of: datetime) -> DunningBalance:
+    invoices = open_invoices(session, billing_account_id)
+    overdue = [i for i in invoices if i.due_at <= as_of and i.gross_cents > i.paid_cents]
+    credit = credit_cents(session, billing_account_id)
+    overdue_cents = sum(i.gross_cents - i.paid_cents for i in overdue) - credit
+    open_cents = sum(i.gross_cents - i.paid_cents for i in invoices) - credit
+    return DunningBalance(as_of=as_of, overdue_cents=max(overdue_cents, 0), open_cents=open_cents,
+                          overdue_invoice_ids=[i.id for i in overdue], overdue_invoice_numbers=[i.number or i.id for i in overdue])
+
+
+class DunningActivities:
+    def __init__(self, settings: Settings, config: DunningConfig, gateway: PaymentGateway, oss: OssClient, notifier: SmtpNotifier,
+                 sms: SmsSender | None = None) -> None:
+        self.settings = settings
+        self.db_url = settings.database_url
+        self.config = config
+        self.gateway = gateway
+        self.oss = oss
+        self.notifier = notifier
+        self.sms = sms
+
+    def _account(self, session: Session, billing_account_id: str) -> BillingAccount:
+        account = session.get(BillingAccount, billing_account_id)
+        if account is None:
+            raise ApplicationError(f"billingAccount {billing_account_id} does not exist", type="UnknownBillingAccount", non_retryable=True)
+        return account
+
+    # --- set-up and balance --------------------------------------------------------------------------------
+
+    @activity.defn(name="dunning_load_policy")
+    def load_policy(self, segment: str) -> DunningPolicy:
+        try:
+            return self.config.policy(segment)
+        except KeyError as error:
+            raise ApplicationError(str(error), type="UnknownDunningSegment", non_retryable=True) from error
+
+    @activity.defn(name="dunning_open_episode")
+    def open_episode(self, inp: DunningInput) -> None:
+        with session_scope(self.db_url) as session:
+            account = self._account(session, inp.billing_account_id)
+            _row, created = records.open_episode(session, inp, at=utcnow())
+            if created:
+                record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="dunning.started",
+                             message=f"Dunning episode started ({inp.segment}) for invoices overdue since {inp.due_at:%Y-%m-%d}",
+                             data={"episodeId": inp.episode_id, "invoiceId": inp.invoice_id, "segment": inp.segment})
+
+    @activity.defn(name="dunning_read_balance")
+    def read_balance(self, billing_account_id: str, as_of: datetime) -> DunningBalance:
+        """Arrears at `as_of` (the workflow's clock): open amounts past their due date, less money received
+        and not yet allocated to an invoice (a payment the billing-account workflow has not booked yet)."""
+        with session_scope(self.db_url) as session:
+            self._account(session, billing_account_id)
+            return arrears(session, billing_account_id, as_of)
+
+    # --- notices -----------------------------------------------------------------------------------------
+
+    @activity.defn(name="dunning_send_notice")
+    async def send_notice(self, req: NoticeRequest) -> NoticeResult:
+        template = self.config.template(req.template)
+        with session_scope(self.db_url) as session:
+            account = self._account(session, req.billing_account_id)
+            customer = session.get(Customer, account.customer_id)
+            episode = session.get(DunningEpisode, req.episode_id)
+            values = self._notice_values(session, account, customer, episode, req)
+            subject, body = template.render(values)
+            already = session.get(Notification, req.key)
+            recipient = (account.email or (customer.email if customer else None)) if req.channel == "email" else (customer.phone if customer else None)
+        if already is not None:
+            return NoticeResult(sent=True, sent_at=already.sent_at, recipient=already.recipient, subject=already.subject)
+        kind = "dunning.barring_notice" if req.announces_barring else "dunning.notice"
+        if not recipient:
+            return self._notice_not_sent(req, account, f"no {'e-mail address' if req.channel == 'email' else 'phone number'} on file")
+        try:
+            if req.channel == "email":
+                message_id = await self.notifier.send(EmailMessageSpec(to=recipient, subject=subject, body_text=body, idempotency_key=req.key))
+            elif self.sms is not None:
+                message_id = await self.sms.send(to=recipient, text=body, idempotency_key=req.key)
+            else:
+                return self._notice_not_sent(req, account, "no SMS gateway is configured")
+        except NotificationUnavailable as error:
+            raise ApplicationError(f"SMTP unavailable: {error}", type="NotificationUnavailable") from error
+        except NotificationRejected as error:
+            # A refused address or message will not be accepted on retry: the workflow records it.
+            raise ApplicationError(f"notice refused: {error}", type="NotificationRejected", non_retryable=True) from error
+        with session_scope(self.db_url) as session:
+            if session.get(Notification, req.key) is None:
+                session.add(Notification(id=req.key, billing_account_id=account.id, channel=req.channel, recipient=recipient,
+                                         subject=subject or req.template, message_id=message_id, sent_at=utcnow()))
+                barring = f", barring announced for {req.barring_at:%Y-%m-%d %H:%M} UTC" if req.barring_at else ""
+                record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind=kind,
+                             message=f"Dunning level {req.level}: {req.channel} notice '{subject or req.template}' sent to {recipient}{barring}",
+                             data={"episodeId": req.episode_id, "level": req.level, "template": req.template, "key": req.key})
+                records.record_action(session, key=req.key, episode_id=req.episode_id, billing_account_id=account.id, kind="notice",
+                                      level=req.level, at=utcnow(), data={"template": req.template, "channel": req.channel, "recipient": recipient,
+                                                                          "barringAt": req.barring_at.isoformat() if req.barring_at else None})
+        return NoticeResult(sent=True, sent_at=utcnow(), recipient=recipient, subject=subject)
+
+    def _notice_not_sent(self, req: NoticeRequest, account: BillingAccount, reason: str) -> NoticeResult:
+        with session_scope(self.db_url) as session:
+            record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="dunning.notice_not_sent",
+                         message=f"Dunning level {req.level}: {req.channel} notice '{req.template}' not sent: {reason}",
+                         data={"episodeId": req.episode_id, "level": req.level, "key": req.key})
+            records.record_action(session, key=req.key, episode_id=req.episode_id, billing_account_id=account.id, kind="notice", level=req.level,
+                                  status="failed", reason=reason, at=utcnow(), data={"template": req.template, "channel": req.channel})
+        return NoticeResult(sent=False, reason=reason)
+
+    def _notice_values(self, session: Session, account: BillingAccount, customer: Customer | None, episode: DunningEpisode | None,
+                       req: NoticeRequest) -> dict[str, str]:
+        balance = arrears(session, account.id, req.as_of)
+        tz = zone(account.timezone)
+        invoices = open_invoices(session, account.id)
+        overdue = [i for i in invoices if i.id in balance.overdue_invoice_ids]
+        first_due = min((i.due_at for i in overdue), default=None)
+        fees = session.exec(select(PendingOneTimeCharge).where(PendingOneTimeCharge.source == req.episode_id)).all()
+        total_fees = sum(f.amount_cents for f in fees if f.status != WAIVED)
+        return {
+            "customer_name": customer.name if customer else "Kundin, Kunde",
+            "account_id": account.id,
+            "invoice_numbers": ", ".join(balance.overdue_invoice_numbers) or (episode.invoice_id if episode else ""),
+            "due_date": f"{first_due.astimezone(tz):%d.%m.%Y}" if first_due else "",
+            "overdue_amount": f"{balance.overdue}",
+            "unpaid_invoices": str(balance.unpaid_invoices),
+            "late_fee": f"{from_minor(req.late_fee_cents)}",
+            "total_fees": f"{from_minor(total_fees)}",
+            "barring_date": f"{req.barring_at.astimezone(tz):%d.%m.%Y %H:%M}" if req.barring_at else "",
+            "barring_scope": BARRING_LABELS.get(req.barring_scope or "", ""),
+            "level": req.level,
+            "seller_name": self.settings.seller_name,
+            "currency": account.currency,
+        }
+
+    # --- late fees ---------------------------------------------------------------------------------------
+
+    @activity.defn(name="dunning_add_late_fee")
+    def add_late_fee(self, req: LateFeeRequest) -> str:
+        """The fee becomes a pending one-time charge that the account's next invoice bills."""
+        with session_scope(self.db_url) as session:
+            account = self._account(session, req.billing_account_id)
+            row, created = add_pending_charge(session, key=req.key, billing_account_id=account.id, amount=req.amount, description=req.description,
+                                              kind="late_fee", vat_rate=req.vat_rate, vat_category=req.vat_category, source=req.episode_id, at=utcnow())
+            if created:
+                record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="dunning.late_fee",
+                             message=f"Dunning level {req.level}: late fee {req.description} of {req.amount} EUR added to the next invoice",
+                             data={"episodeId": req.episode_id, "level": req.level, "pendingChargeKey": row.key})
+                records.record_action(session, key=req.key, episode_id=req.episode_id, billing_account_id=account.id, kind="late_fee",
+                                      level=req.level, at=utcnow(), data={"amountCents": row.amount_cents, "pendingChargeKey": row.key})
+            return row.key
+
+    @activity.defn(name="dunning_waive_fees")
+    def waive_fees(self, episode_id: str, billing_account_id: str, keys: list[str], actor: str, reason: str) -> WaiveResult:
+        result = WaiveResult()
+        with session_scope(self.db_url) as session:
+            for key in keys:
+                before = session.exec(select(PendingOneTimeCharge).where(PendingOneTimeCharge.key == key)).first()
+                if before is None:
+                    continue
+                was = before.status
+                row = waive_pending_charge(session, key, actor=actor, reason=reason, at=utcnow())
+                if row.status == WAIVED and was != WAIVED:
+                    result.waived.append(key)
+                elif row.status == WAIVED:
+                    result.already_waived.append(key)
+                else:
+                    result.already_billed.append(key)
+        return result
+
+    # --- payment retries ---------------------------------------------------------------------------------
+
+    @activity.defn(name="dunning_retry_plan")
+    def retry_plan(self, billing_account_id: str, as_of: datetime) -> list[RetryItem]:
+        """The overdue invoices to charge again, each with its next attempt number (after every attempt any
+        path has made), so a new attempt always gets a new idempotency key and never replays an old decline."""
+        with session_scope(self.db_url) as session:
+            self._account(session, billing_account_id)
+            items = []
+            for invoice in open_invoices(session, billing_account_id):
+                if invoice.due_at > as_of or invoice.gross_cents <= invoice.paid_cents:
+                    continue
+                attempts = session.exec(select(Payment.attempt).where(Payment.invoice_id == invoice.id)).all()
+                items.append(RetryItem(invoice_id=invoice.id, attempt=max(attempts, default=0) + 1))
+            return items
+
+    @activity.defn(name="dunning_retry_payment")
+    async def retry_payment(self, req: RetryRequest) -> RetryResult:
+        """Charges the invoice's open amount from the saved payment method. The same (invoice, attempt) is
+        the same gateway idempotency key: retrying this activity after a timeout cannot charge twice."""
+        with session_scope(self.db_url) as session:
+            account = self._account(session, req.billing_account_id)
+            invoice = next((i for i in open_invoices(session, account.id) if i.id == req.invoice_id), None)
+            open_cents = (invoice.gross_cents - invoice.paid_cents) if invoice is not None else 0
+            method = account.payment_method
+            number = invoice.number if invoice is not None else req.invoice_id
+        if open_cents <= 0:
+            return RetryResult(status="nothing_due")
+        if not method:
+            self._retry_recorded(req, account, RetryResult(status="no_payment_method"), open_cents, number)
+            return RetryResult(status="no_payment_method")
+        request = ChargeRequest(invoice_id=req.invoice_id, attempt=req.attempt, amount_minor=open_cents, account_id=account.id,
+                                payment_method=method, description=f"Invoice {number} (dunning)")
+        try:
+            outcome = await self.gateway.charge(request)
+        except GatewayUnavailable as error:
+            raise ApplicationError(f"payment gateway unavailable: {error}", type="GatewayUnavailable") from error
+        except GatewayError as error:
+            raise ApplicationError(f"payment gateway refused the request: {error}", type=type(error).__name__, non_retryable=True) from error
+        result = RetryResult(status=outcome.status, payment_id=request.idempotency_key, amount_cents=open_cents,
+                             decline_code=outcome.decline_code, decline_class=outcome.decline_class)
+        with session_scope(self.db_url) as session:
+            payment = session.exec(select(Payment).where(Payment.correlator_id == request.idempotency_key)).first()
+            if payment is None:
+                payment = Payment(id=request.idempotency_key, correlator_id=request.idempotency_key, billing_account_id=account.id, invoice_id=req.invoice_id,
+                                  amount_cents=open_cents, method=parse_payment_method(method).kind, status=outcome.status, attempt=req.attempt,
+                                  gateway_payment_id=outcome.gateway_payment_id, decline_code=outcome.decline_code,
+                                  description=f"dunning {req.trigger}", recorded_by="dunning", created_at=utcnow())
+            else:
+                payment.status, payment.decline_code = outcome.status, outcome.decline_code
+            session.add(payment)
+        self._retry_recorded(req, account, result, open_cents, number)
+        return result
+
+    def _retry_recorded(self, req: RetryRequest, account: BillingAccount, result: RetryResult, open_cents: int, number: str) -> None:
+        key = f"{req.episode_id}:retry:{req.invoice_id}:{req.attempt}"
+        decline = f", {result.decline_code} ({result.decline_class} decline)" if result.decline_code else ""
+        with session_scope(self.db_url) as session:
+            _row, created = records.record_action(session, key=key, episode_id=req.episode_id, billing_account_id=account.id, kind="payment_retry",
+                                                  level=req.trigger, at=utcnow(), status=result.status,
+                                                  data={"invoiceId": req.invoice_id, "attempt": req.attempt, "amountCents": open_cents,
+                                                        "paymentId": result.payment_id, "declineCode": result.decline_code})
+            if created:
+                record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind=f"dunning.payment_retry.{result.status}",
+                             message=f"Dunning payment retry ({req.trigger}) of {from_minor(open_cents)} EUR for invoice {number}, "
+                                     f"attempt {req.attempt}: {result.status}{decline}",
+                             data={"episodeId": req.episode_id, "invoiceId": req.invoice_id, "attempt": req.attempt, "paymentId": result.payment_id})
+
+    # --- barring -----------------------------------------------------------------------------------------
+
+    @activity.defn(name="dunning_set_barring")
+    async def set_barring(self, req: BarringRequest) -> BarringResult:
+        """Bars ("outgoing" / "full") or lifts ("none") every live line of the account through the OSS, as
+        activities.billing.set_service_barring does, with dunning's own idempotency keys. The OSS being down
+        or slow fails the attempt (Temporal retries it with the same externalIds: the OSS replays); a line the
+        OSS refuses is reported and the others are still changed."""
+        with session_scope(self.db_url) as session:
+            account = self._account(session, req.billing_account_id)
+            live = (ProductStatus.ACTIVE, ProductStatus.SUSPENDED)
+            products = list(session.exec(select(Product).where(Product.billing_account_id == account.id, Product.status.in_(live))))
+        result = BarringResult()
+        changed: list[Product] = []
+        for product in products:
+            try:
+                ref = await self.oss.set_barring(external_id=f"dunning:{req.key}:{product.id}", msisdn=product.msisdn, barring=req.barring)
+            except OssUnavailable as error:
+                raise ApplicationError(f"OSS unavailable: {error}", type="OssUnavailable") from error
+            except OssRejected as error:
+                result.refused.append(f"{product.msisdn} ({error})")
+                continue
+            if ref.state != "completed":
+                raise ApplicationError(f"barring order {ref.id} is {ref.state}; retrying until it is completed", type="OssPending")
+            changed.append(product)
+            result.changed.append(product.msisdn)
+        target = ProductStatus.ACTIVE if req.barring == "none" else ProductStatus.SUSPENDED
+        with session_scope(self.db_url) as session:
+            for product in changed:
+                row = session.get(Product, product.id)
+                if row.status != target:
+                    row.status = target
+                    row.status_reason = None if target == ProductStatus.ACTIVE else f"barred for arrears ({req.barring})"
+                    session.add(row)
+            _row, created = records.record_action(session, key=f"{req.key}:{req.barring}", episode_id=req.episode_id, billing_account_id=account.id,
+                                                  kind="unbar" if req.barring == "none" else "bar", level=req.level, reason=req.reason, at=utcnow(),
+                                                  status="done" if not result.refused else "partial",
+                                                  data={"barring": req.barring, "msisdns": result.changed, "refused": result.refused})
+            if created:
+                verb = "lifted" if req.barring == "none" else f"set ({req.barring})"
+                record_event(session, customer_id=account.customer_id, billing_account_id=account.id,
+                             kind="dunning.unbarred" if req.barring == "none" else "dunning.barred",
+                             message=f"Barring {verb} through the OSS for {', '.join(result.changed) or 'no live lines'}: {req.reason}",
+                             data={"episodeId": req.episode_id, "msisdns": result.changed, "key": req.key})
+                if result.refused:
+                    record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="service.barring_refused",
+                                 message=f"The OSS refused barring {req.barring} for {', '.join(result.refused)}; staff must check these lines",
+                                 data={"episodeId": req.episode_id, "refused": result.refused, "key": req.key})
+        return result
+
+    # --- termination and the end of the road -----------------------------------------------------------------
+
+    @activity.defn(name="dunning_request_termination")
+    def request_termination(self, req: TerminationRequest) -> str | None:
+        """Records the termination for arrears and, with a final bill, a customerBillOnDemand request that
+        the billing-account workflow issues (signal `bill_on_demand`). Returns that request's id."""
+        key = f"{req.episode_id}:terminate"
+        with session_scope(self.db_url) as session:
+            account = self._account(session, req.billing_account_id)
+            request_id = None
+            if req.final_bill:
+                request_id = str(uuid.uuid5(FINAL_BILL_NAMESPACE, req.episode_id))
+                if session.get(BillOnDemand, request_id) is None:
+                    now = utcnow()
+                    session.add(BillOnDemand(id=request_id, billing_account_id=account.id, name="Schlussrechnung",
+                                             description=f"Final bill: contract terminated for arrears (dunning level {req.level})",
+                                             state="inProgress", idempotency_key=f"dunning-final-bill:{req.episode_id}", requested_by="dunning",
+                                             created_at=now, updated_at=now))
+            _row, created = records.record_action(session, key=key, episode_id=req.episode_id, billing_account_id=account.id, kind="terminate",
+                                                  level=req.level, at=utcnow(), status="requested",
+                                                  data={"finalBillRequestId": request_id, "overdueCents": req.overdue_cents})
+            if created:
+                record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="dunning.termination_requested",
+                             message=f"Dunning level {req.level}: contract termination for arrears of {from_minor(req.overdue_cents)} EUR requested"
+                                     + (f", final bill requested ({request_id})" if request_id else ""),
+                             data={"episodeId": req.episode_id, "finalBillRequestId": request_id})
+            return request_id
+
+    @activity.defn(name="dunning_hand_over")
+    def hand_over(self, req: HandOverRequest) -> None:
+        with session_scope(self.db_url) as session:
+            account = self._account(session, req.billing_account_id)
+            _row, created = records.record_action(session, key=f"{req.episode_id}:{req.kind}", episode_id=req.episode_id, billing_account_id=account.id,
+                                                  kind=req.kind, level=req.level, at=utcnow(),
+                                                  data={"agency": req.agency, "overdueCents": req.overdue_cents, "invoiceIds": req.invoice_ids})
+            if created:
+                what = f"handed over to {req.agency}" if req.kind == "collections" else "written off"
+                record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind=f"dunning.{req.kind}",
+                             message=f"Dunning level {req.level}: arrears of {from_minor(req.overdue_cents)} EUR {what}",
+                             data={"episodeId": req.episode_id, "invoiceIds": req.invoice_ids})
+
+    # --- records -------------------------------------------------------------------------------------------
+
+    @activity.defn(name="dunning_record")
+    def record(self, req: RecordRequest) -> None:
+        with session_scope(self.db_url) as session:
+            account = self._account(session, req.billing_account_id)
+            _row, created = records.record_action(session, key=req.key, episode_id=req.episode_id, billing_account_id=account.id, kind=req.kind,
+                                                  level=req.level, status=req.status, reason=req.message, at=utcnow(), data=req.data)
+            if req.level and req.kind == "level":
+                records.set_episode_level(session, req.episode_id, req.level)
+            if created:
+                record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind=req.event_kind, message=req.message,
+                             data={"episodeId": req.episode_id, "level": req.level, **req.data})
+
+    @activity.defn(name="dunning_staff_result")
+    def staff_result(self, res: StaffResult) -> None:
+        """Completes the audit record of a staff request (who, why, what came of it) and tells the story."""
+        with session_scope(self.db_url) as session:
+            account = self._account(session, res.billing_account_id)
+            before = session.exec(select(DunningAction).where(DunningAction.key == records.staff_key(res.command.command_id))).first()
+            already = before is not None and before.status in (records.APPLIED, records.REJECTED)
+            records.settle_staff_action(session, command_id=res.command.command_id, episode_id=res.episode_id, billing_account_id=account.id,
+                                        kind=res.kind, actor=res.command.actor, reason=res.command.reason, status=res.status, result=res.result,
+                                        at=utcnow())
+            if not already:
+                record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind=f"dunning.staff.{res.kind}",
+                             message=f"{res.message} (by {res.command.actor}: {res.command.reason})",
+                             data={"episodeId": res.episode_id, "commandId": res.command.command_id, "status": res.status, **res.result})
+
+    @activity.defn(name="dunning_close_episode")
+    def close_episode(self, req: CloseRequest) -> None:
+        with session_scope(self.db_url) as session:
+            account = self._account(session, req.billing_account_id)
+            _row, closed = records.close_episode(session, req.episode_id, state=req.state, reason=req.reason, level=req.level, at=utcnow())
+            if closed:
+                record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="dunning.ended",
+                             message=f"Dunning episode ended ({req.state}): {req.reason}",
+                             data={"episodeId": req.episode_id, "state": req.state, "level": req.level})
+                records.record_action(session, key=f"{req.episode_id}:end", episode_id=req.episode_id, billing_account_id=account.id,
+                                      kind="end", level=req.level, reason=req.reason, at=utcnow(), data={"state": req.state})
+

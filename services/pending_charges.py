@@ -1,0 +1,110 @@
+"""One-time charges waiting for the next invoice (today: dunning late fees).
+
+A pending charge is written once per business key (`add_pending_charge` is idempotent), billed once by
+the next invoice of its account, or waived by staff before that. How invoicing picks them up
+(activities/invoice_charges.py):
+
+    rows = unbilled_pending_charges(session, billing_account_id, lock=True)
+    charges += [PendingCharge(line=as_charge_line(row), charge_keys=[billed_key(row)], usage_ids=[]) for row in rows]
+    ... issue_invoice(...) marks BilledCharge(billed_key(row)) as for every other charge, then
+    mark_billed(session, [row.key for row in rows], invoice.id)
+
+`unbilled_pending_charges` also leaves out rows whose BilledCharge mark exists, so even an issuer that
+forgot `mark_billed` never bills a fee twice."""
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlmodel import Session, col, select
+
+from domain.invoicing import ChargeLine
+from domain.money import from_minor, to_minor
+from persistence.tables import BilledCharge, PendingOneTimeCharge
+from services.errors import Conflict, NotFound
+from services.query import utcnow
+
+PENDING = "pending"
+BILLED = "billed"
+WAIVED = "waived"
+
+
+def billed_key(row: PendingOneTimeCharge) -> str:
+    """The BilledCharge key that marks this charge as invoiced."""
+    return f"pending-charge:{row.key}"
+
+
+def add_pending_charge(session: Session, *, key: str, billing_account_id: str, amount: Decimal, description: str, kind: str = "late_fee",
+                       vat_rate: Decimal = Decimal("0"), vat_category: str = "O", source: str | None = None,
+                       at: datetime | None = None) -> tuple[PendingOneTimeCharge, bool]:
+    """Records a charge for the account's next invoice, once per `key`: the same key with the same content
+    returns the stored row (created False); the same key with other content is a Conflict."""
+    if isinstance(amount, float) or amount <= 0:
+        raise ValueError(f"a pending charge needs a positive exact amount, got {amount!r}")
+    amount_cents = to_minor(amount)
+    if from_minor(amount_cents) != amount:
+        raise ValueError(f"a pending charge is a whole number of cents, got {amount}")
+    # Validates rate and category together the way the invoice will (e.g. category O needs 0 %).
+    ChargeLine(kind="one_time", description=description, net_amount=amount, vat_rate=vat_rate, vat_category=vat_category)
+    existing = session.exec(select(PendingOneTimeCharge).where(PendingOneTimeCharge.key == key)).first()
+    if existing is not None:
+        same = (existing.billing_account_id, existing.amount_cents, existing.kind, existing.description, Decimal(existing.vat_rate),
+                existing.vat_category) == (billing_account_id, amount_cents, kind, description, vat_rate, vat_category)
+        if not same:
+            raise Conflict(f"pending charge {key!r} already exists with different content", code="pending_charge_key_reused")
+        return existing, False
+    row = PendingOneTimeCharge(key=key, billing_account_id=billing_account_id, kind=kind, description=description, amount_cents=amount_cents,
+                               vat_rate=str(vat_rate), vat_category=vat_category, source=source, status=PENDING, created_at=at or utcnow())
+    session.add(row)
+    session.flush()
+    return row, True
+
+
+def unbilled_pending_charges(session: Session, billing_account_id: str, *, lock: bool = False) -> list[PendingOneTimeCharge]:
+    """The account's charges no invoice has taken and nobody waived, oldest first. `lock` takes row locks
+    (PostgreSQL) so a concurrent waiver waits for the invoice's transaction, and vice versa."""
+    statement = (select(PendingOneTimeCharge)
+                 .where(PendingOneTimeCharge.billing_account_id == billing_account_id, PendingOneTimeCharge.status == PENDING)
+                 .order_by(col(PendingOneTimeCharge.created_at), col(PendingOneTimeCharge.id)))
+    if lock:
+        statement = statement.with_for_update()
+    rows = list(session.exec(statement))
+    return [row for row in rows if session.get(BilledCharge, billed_key(row)) is None]
+
+
+def as_charge_line(row: PendingOneTimeCharge) -> ChargeLine:
+    amount = from_minor(row.amount_cents)
+    kind = "late_fee" if row.kind == "late_fee" else "one_time"
+    return ChargeLine(kind=kind, description=row.description, net_amount=amount, unit_price=amount, vat_rate=Decimal(row.vat_rate),
+                      vat_category=row.vat_category)
+
+
+def mark_billed(session: Session, keys: list[str], invoice_id: str, *, at: datetime | None = None) -> None:
+    for key in keys:
+        row = session.exec(select(PendingOneTimeCharge).where(PendingOneTimeCharge.key == key)).first()
+        if row is None:
+            raise NotFound("pendingCharge", key)
+        if row.status == BILLED and row.invoice_id == invoice_id:
+            continue
+        if row.status != PENDING:
+            raise Conflict(f"pending charge {key!r} is {row.status} and cannot be billed", code="pending_charge_not_pending")
+        row.status, row.invoice_id, row.billed_at = BILLED, invoice_id, at or utcnow()
+        session.add(row)
+
+
+def waive_pending_charge(session: Session, key: str, *, actor: str, reason: str, at: datetime | None = None) -> PendingOneTimeCharge:
+    """Waives a charge that no invoice has billed yet; waiving it again changes nothing. A billed charge
+    cannot be waived here (it is on an issued invoice: that needs a credit note) and is returned as it is,
+    for the caller to report."""
+    row = session.exec(select(PendingOneTimeCharge).where(PendingOneTimeCharge.key == key).with_for_update()).first()
+    if row is None:
+        raise NotFound("pendingCharge", key)
+    if row.status == PENDING and session.get(BilledCharge, billed_key(row)) is None:
+        row.status, row.waived_at, row.waived_by, row.waive_reason = WAIVED, at or utcnow(), actor, reason
+        session.add(row)
+    return row
+
+
+def charges_from(session: Session, source: str) -> list[PendingOneTimeCharge]:
+    return list(session.exec(select(PendingOneTimeCharge).where(PendingOneTimeCharge.source == source)
+                             .order_by(col(PendingOneTimeCharge.created_at), col(PendingOneTimeCharge.id))))
