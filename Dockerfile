@@ -41,6 +41,10 @@ RUN pip install --no-deps . \
  && if [ ! -f "$site/config/billing_profiles.yaml" ]; then \
         cp config/billing_profiles.yaml "$site/config/billing_profiles.yaml"; \
     fi \
+ && if [ ! -f "$site/adapters/documents/fonts/DejaVuSans.ttf" ]; then \
+        mkdir -p "$site/adapters/documents/fonts" \
+        && cp adapters/documents/fonts/* "$site/adapters/documents/fonts/"; \
+    fi \
  && mkdir -p /opt/o2c \
  && cp catalog/catalog.yaml /opt/o2c/catalog.yaml
 
@@ -86,6 +90,8 @@ import api.app, worker, oss_sim.server, o2c_cli.main; \
 load_catalog(get_settings().catalog_path); \
 load_billing_profiles(); \
 assert (MIGRATIONS_DIR / 'env.py').is_file() and any((MIGRATIONS_DIR / 'versions').glob('*.py')), MIGRATIONS_DIR; \
+from adapters.documents.invoice_pdf import _FONT_FILES; \
+assert all(path.is_file() for path in _FONT_FILES.values()), _FONT_FILES; \
 print('o2c image self-check passed')"
 
 EXPOSE 8000 8100

@@ -1,4 +1,4 @@
-"""The o2c worker: hosts the order and billing-account workflows and their activities on one task queue."""
+"""The o2c worker: hosts the order, billing-account and dunning workflows and their activities on one task queue."""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +12,7 @@ from temporalio.worker import Worker
 
 from activities.bill_run import BillRunActivities
 from activities.billing import BillingActivities
+from activities.dunning import DunningActivities
 from activities.orders import OrderActivities
 from adapters.notify.email import SmtpNotifier
 from adapters.oss.http_client import HttpOssClient
@@ -21,17 +22,19 @@ from adapters.temporal.client import WorkflowGateway, connect
 from adapters.temporal.outbox_relay import OutboxRelay, workflow_handlers
 from adapters.temporal.schedules import ensure_bill_run_schedule
 from config.catalog_loader import load_catalog
+from config.dunning_loader import load_dunning_config
 from config.profiles import load_billing_profiles
 from config.tariff_loader import check_offerings, load_tariff_book
 from config.settings import Settings, get_settings
 from persistence.db import migrate
 from workflows.bill_run import BillRunCheckWorkflow
 from workflows.billing_account import BillingAccountWorkflow
+from workflows.dunning import DunningWorkflow
 from workflows.order import OrderWorkflow
 
 log = logging.getLogger("o2c.worker")
 
-WORKFLOWS = [OrderWorkflow, BillingAccountWorkflow, BillRunCheckWorkflow]
+WORKFLOWS = [OrderWorkflow, BillingAccountWorkflow, BillRunCheckWorkflow, DunningWorkflow]
 
 
 def activities_of(*holders: object) -> list:
@@ -45,6 +48,17 @@ def activities_of(*holders: object) -> list:
     return found
 
 
+def check_dunning_segments(profiles: dict, dunning) -> None:
+    """Fail at start, not at the first overdue invoice: every profile's dunning segment has a policy, and a demo
+    policy (durations in seconds, no §61 TKG periods) serves only demo profiles."""
+    for name, profile in profiles.items():
+        policy = dunning.policies.get(profile.dunning_segment)
+        if policy is None:
+            raise ValueError(f"billing profile {name!r}: dunning_segment {profile.dunning_segment!r} has no policy in {dunning.directory}")
+        if policy.demo and not profile.demo:
+            raise ValueError(f"billing profile {name!r} is not a demo profile but uses the demo dunning segment {profile.dunning_segment!r}")
+
+
 def build_activities(settings: Settings, profiles: dict | None = None) -> list:
     catalog = load_catalog(settings.catalog_path)
     # Fail at start, not at the first usage record, when an offering names a tariff that does not exist.
@@ -53,10 +67,13 @@ def build_activities(settings: Settings, profiles: dict | None = None) -> list:
     gateway = build_gateway(settings.stripe_api_key, settings.stripe_api_base, settings.sepa_settle_delay_s)
     notifier = SmtpNotifier(settings.smtp_host, settings.smtp_port, settings.mail_from)
     profiles = profiles or load_billing_profiles()
+    dunning = load_dunning_config()
+    check_dunning_segments(profiles, dunning)
     return activities_of(
         OrderActivities(settings.database_url, catalog, oss, settings.task_queue),
         BillingActivities(settings, catalog, profiles, gateway, oss, notifier),
         BillRunActivities(settings.database_url, profiles),
+        DunningActivities(settings, dunning, gateway, oss, notifier),
     )
 
 

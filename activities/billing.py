@@ -14,24 +14,29 @@ from activities.ledger import allocate_payments, balance
 from activities.order_records import record_event, utcnow
 from adapters.notify.email import EmailMessageSpec, NotificationRejected, NotificationUnavailable, SmtpNotifier
 from adapters.oss.port import OssClient, OssRejected, OssUnavailable
-from adapters.payments.port import GatewayUnavailable, PaymentGateway
+from adapters.payments.port import GatewayUnavailable, PaymentGateway, PaymentNotFound
 from config.settings import Settings
 from config.tariff_loader import cached_tariff_book
 from domain.billing_cycle import BillingPeriod, CycleSpec, zone
 from domain.billing_profile import BillingProfile
 from domain.catalog import Catalog
 from domain.money import from_minor
-from domain.payments import ChargeRequest, parse_payment_method
+from domain.payments import ChargeRequest, charge_idempotency_key, parse_payment_method
 from domain.products import ProductStatus
 from domain.tariff import TariffBook
 from persistence.db import session_scope
 from persistence.tables import BillingAccount, BillOnDemand, Customer, Invoice, Notification, Payment, Product
+from services.hub_events import emit_product_event
+from services.payments import advance_payment, emit_payment_event
 from services.usage_rerate import rerate_flagged
-from workflows.messages import AccountSetup, BalanceView, ChargeOutcome, IssuedInvoice, SpendingThresholdCrossed
+from workflows.messages import AccountSetup, BalanceView, ChargeOutcome, IssuedInvoice, PaymentCheck, SpendingThresholdCrossed
 
 # At most this many flagged usage periods of one account are re-rated before its invoice (there is
 # one per product and period, so this is far above what an account has).
 RERATE_LIMIT = 1000
+# Product.status_reason of a line barred by a DunningWorkflow episode (activities.dunning.set_barring) and by a spending cap.
+ARREARS_BAR_REASON = "barred for arrears"
+SPENDING_BAR_REASON = "outgoing use barred: spending limit reached"
 
 
 def issued_view(invoice: Invoice) -> IssuedInvoice:
@@ -198,6 +203,10 @@ class BillingActivities:
             account = self._account(session, invoice.billing_account_id)
             open_cents = invoice.gross_cents - invoice.paid_cents
             method = account.payment_method
+            earlier = session.exec(select(Payment).where(Payment.correlator_id == charge_idempotency_key(invoice_id, attempt))).first()
+            if earlier is not None:
+                # A retry of this attempt (e.g. its outcome was unknown) sends exactly the same request again.
+                open_cents = earlier.amount_cents
         if open_cents <= 0:
             return ChargeOutcome(status="succeeded", message="nothing left to collect")
         if not method:
@@ -206,25 +215,98 @@ class BillingActivities:
                                 description=f"Invoice {invoice_id}")
         try:
             outcome = await self.gateway.charge(request)
+            if outcome.status == "unknown":
+                # The answer was lost (timeout, 5xx): read the gateway by the same idempotency key, never charge anew.
+                found = await self.gateway.find_by_idempotency(request.idempotency_key)
+                if found is not None:
+                    outcome = found
         except GatewayUnavailable as error:
             # Unknown outcome: retrying the same attempt reuses the same idempotency key, so it cannot charge twice.
             raise ApplicationError(f"payment gateway unavailable: {error}", type="GatewayUnavailable") from error
         kind = parse_payment_method(method).kind
+        payment_id = self._store_charge(account, invoice, request, open_cents, kind, attempt, outcome)
+        if outcome.status == "unknown":
+            # Still unknown: Temporal retries this activity, which sends the same request with the same idempotency
+            # key (the gateway replays it if it ran), so a second charge is impossible.
+            raise ApplicationError(f"the outcome of charge {request.idempotency_key} is unknown; reconciling again", type="PaymentOutcomeUnknown")
+        return ChargeOutcome(status=outcome.status, payment_id=payment_id, decline_code=outcome.decline_code, decline_class=outcome.decline_class,
+                             message=outcome.message)
+
+    def _store_charge(self, account: BillingAccount, invoice: Invoice, request: ChargeRequest, open_cents: int, kind: str, attempt: int, outcome) -> str:
+        """The attempt's payment row: created once (PaymentCreateEvent), then only moved forward (PaymentStateChangeEvent)."""
+        invoice_id, correlator = invoice.id, request.idempotency_key
         with session_scope(self.db_url) as session:
-            correlator = request.idempotency_key
+            now = utcnow()
             payment = session.exec(select(Payment).where(Payment.correlator_id == correlator)).first()
             if payment is None:
                 payment = Payment(id=correlator, correlator_id=correlator, billing_account_id=account.id, invoice_id=invoice_id,
                                   amount_cents=open_cents, method=kind, status=outcome.status, attempt=attempt,
-                                  gateway_payment_id=outcome.gateway_payment_id, decline_code=outcome.decline_code, recorded_by="o2c", created_at=utcnow())
+                                  gateway_payment_id=outcome.gateway_payment_id, decline_code=outcome.decline_code, recorded_by="o2c", created_at=now)
+                session.add(payment)
+                session.flush()
+                emit_payment_event(session, payment, created=True, at=now)
+                changed = True
             else:
-                payment.status, payment.decline_code = outcome.status, outcome.decline_code
-            session.add(payment)
-            message = (f"Payment of {from_minor(open_cents)} EUR for invoice {invoice.number} (attempt {attempt}): {outcome.status}"
-                       + (f", {outcome.decline_code} ({outcome.decline_class} decline)" if outcome.decline_code else ""))
-            record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind=f"payment.{outcome.status}", message=message,
-                         data={"invoiceId": invoice_id, "attempt": attempt, "paymentId": payment.id})
-        return ChargeOutcome(status=outcome.status, payment_id=payment.id, decline_code=outcome.decline_code, decline_class=outcome.decline_class, message=outcome.message)
+                if payment.gateway_payment_id is None and outcome.gateway_payment_id is not None:
+                    payment.gateway_payment_id = outcome.gateway_payment_id
+                    session.add(payment)
+                changed = advance_payment(session, payment, outcome.status, at=now, decline_code=outcome.decline_code)
+            if changed:
+                message = (f"Payment of {from_minor(open_cents)} EUR for invoice {invoice.number} (attempt {attempt}): {payment.status}"
+                           + (f", {outcome.decline_code} ({outcome.decline_class} decline)" if outcome.decline_code else ""))
+                record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind=f"payment.{payment.status}", message=message,
+                             data={"invoiceId": invoice_id, "attempt": attempt, "paymentId": payment.id})
+            return payment.id
+
+    @activity.defn(name="check_payment")
+    async def check_payment(self, payment_id: str) -> PaymentCheck:
+        """Follows a charge still in flight (a SEPA debit in `processing`) by reading the gateway: the polling
+        fallback for a lost webhook. The payment row only moves forward (domain.payments.advance_payment_status)."""
+        with session_scope(self.db_url) as session:
+            payment = session.get(Payment, payment_id)
+            if payment is None:
+                raise ApplicationError(f"payment {payment_id} does not exist", type="UnknownPayment", non_retryable=True)
+            status, gateway_id, correlator = payment.status, payment.gateway_payment_id, payment.correlator_id
+        try:
+            if gateway_id is not None:
+                outcome = await self.gateway.retrieve(gateway_id)
+            else:
+                outcome = await self.gateway.find_by_idempotency(correlator)
+        except GatewayUnavailable as error:
+            raise ApplicationError(f"payment gateway unavailable: {error}", type="GatewayUnavailable") from error
+        except PaymentNotFound as error:
+            raise ApplicationError(f"the gateway does not know payment {payment_id}: {error}", type="PaymentNotFound", non_retryable=True) from error
+        if outcome is None:
+            return PaymentCheck(payment_id=payment_id, status=status)
+        with session_scope(self.db_url) as session:
+            payment = session.get(Payment, payment_id)
+            changed = advance_payment(session, payment, outcome.status, at=utcnow(), decline_code=outcome.decline_code)
+            if changed:
+                account = self._account(session, payment.billing_account_id)
+                record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind=f"payment.{payment.status}",
+                             message=f"Payment {payment.id} of {from_minor(payment.amount_cents)} EUR is {payment.status} (checked with the gateway)"
+                                     + (f", {outcome.decline_code}" if outcome.decline_code else ""),
+                             data={"invoiceId": payment.invoice_id, "paymentId": payment.id})
+            return PaymentCheck(payment_id=payment_id, status=payment.status, changed=changed)
+
+    @activity.defn(name="send_payment_action_notice")
+    async def send_payment_action_notice(self, invoice_id: str, payment_id: str) -> None:
+        """The bank wants the customer to authenticate the payment (3-D Secure): one e-mail per invoice."""
+        with session_scope(self.db_url) as session:
+            invoice = session.get(Invoice, invoice_id)
+            account = self._account(session, invoice.billing_account_id)
+            customer = session.get(Customer, account.customer_id)
+            recipient = account.email or (customer.email if customer else None)
+            open_amount = from_minor(invoice.gross_cents - invoice.paid_cents)
+            subject = f"Please confirm your payment for invoice {invoice.number}"
+            body = (f"Dear {customer.name if customer else 'customer'},\n\nyour bank asks you to confirm the payment of {open_amount} EUR for "
+                    f"invoice {invoice.number} (3-D Secure). We cannot collect it automatically until you do: please confirm it or pay "
+                    f"the invoice by bank transfer.\n\n{self.settings.seller_name}")
+            record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="payment.action_required",
+                         message=f"Payment {payment_id} for invoice {invoice.number} needs the customer to authenticate; customer asked by e-mail",
+                         data={"invoiceId": invoice_id, "paymentId": payment_id})
+        if recipient:
+            await self._notify(f"payment-action:{invoice_id}", invoice_id, account.id, recipient, subject, body, [])
 
     @activity.defn(name="apply_payments")
     def apply_payments(self, billing_account_id: str) -> BalanceView:
@@ -281,13 +363,18 @@ class BillingActivities:
             await self._notify(key, None, billing_account_id, recipient, subject, body, [])
 
     @activity.defn(name="set_service_barring")
-    async def set_service_barring(self, billing_account_id: str, barring: str, reason_key: str) -> list[str]:
+    async def set_service_barring(self, billing_account_id: str, barring: str, reason_key: str, purpose: str = "arrears") -> list[str]:
         """Bars ("full"/"outgoing") or restores ("none") every live product of the account through the OSS.
-        A line the OSS refuses is reported and left as it is; the others are still changed."""
+        A line the OSS refuses is reported and left as it is; the others are still changed.
+
+        With purpose "spending" (a hard spending cap) a line barred for arrears by a DunningWorkflow episode is
+        left alone: the cap neither weakens nor lifts dunning's barring (the episode lifts it when it ends)."""
         with session_scope(self.db_url) as session:
             account = self._account(session, billing_account_id)
             live = (ProductStatus.ACTIVE, ProductStatus.SUSPENDED)
             products = list(session.exec(select(Product).where(Product.billing_account_id == billing_account_id, Product.status.in_(live))))
+            if purpose == "spending":
+                products = [p for p in products if not (p.status == ProductStatus.SUSPENDED and (p.status_reason or "").startswith(ARREARS_BAR_REASON))]
         changed: list[Product] = []
         refused: list[str] = []
         for product in products:
@@ -306,8 +393,11 @@ class BillingActivities:
             for product in changed:
                 row = session.get(Product, product.id)
                 if row.status != target:
-                    row.status, row.status_reason = target, None if target == ProductStatus.ACTIVE else "suspended for arrears"
+                    row.status, row.status_reason = target, (None if target == ProductStatus.ACTIVE
+                                                             else SPENDING_BAR_REASON if purpose == "spending" else "suspended for arrears")
                     session.add(row)
+                    session.flush()
+                    emit_product_event(session, row, at=utcnow())
             verb = "restored" if barring == "none" else f"barred ({barring})"
             msisdns = [p.msisdn for p in changed]
             record_event(session, customer_id=account.customer_id, billing_account_id=account.id,

@@ -21,6 +21,7 @@ from sqlmodel import Session, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from api import tmf
 from activities.ledger import credit_cents, open_invoices
 from activities.order_records import record_event, utcnow
 from adapters.notify.email import EmailMessageSpec, NotificationRejected, NotificationUnavailable, SmtpNotifier
@@ -37,8 +38,12 @@ from domain.products import ProductStatus
 from persistence.db import session_scope
 from persistence.tables import BillingAccount, BillOnDemand, Customer, DunningAction, DunningEpisode, Notification, Payment, PendingOneTimeCharge, Product
 from services import dunning as records
+from services.hub_events import DUNNING_LEVEL_CHANGE, emit_event, emit_product_event
+from services.payments import advance_payment, emit_payment_event
 from services.pending_charges import WAIVED, add_pending_charge, waive_pending_charge
 
+# Payment states in which an invoice is not charged again off-session (see retry_plan).
+IN_FLIGHT = ("processing", "requires_action", "unknown")
 BARRING_LABELS = {"outgoing": "abgehende Verbindungen", "full": "alle Verbindungen (Notrufe bleiben möglich)", "none": "keine"}
 FINAL_BILL_NAMESPACE = uuid.UUID("0d6b5e3c-86c4-4f43-9f0e-7f3c1ad0b7e2")
 
@@ -357,7 +362,12 @@ class DunningActivities:
             for invoice in open_invoices(session, billing_account_id):
                 if invoice.due_at > as_of or invoice.gross_cents <= invoice.paid_cents:
                     continue
-                attempts = session.exec(select(Payment.attempt).where(Payment.invoice_id == invoice.id)).all()
+                tried = session.exec(select(Payment).where(Payment.invoice_id == invoice.id)).all()
+                if any(p.status in IN_FLIGHT for p in tried):
+                    # A SEPA debit still in flight is waited for, and a charge the bank wants the customer to
+                    # authenticate (3-D Secure) cannot succeed off-session: no retry for that invoice.
+                    continue
+                attempts = [p.attempt for p in tried]
                 items.append(RetryItem(invoice_id=invoice.id, attempt=max(attempts, default=0) + 1))
             return items
 
@@ -380,6 +390,9 @@ class DunningActivities:
                                 payment_method=method, description=f"Invoice {number} (dunning)")
         try:
             outcome = await self.gateway.charge(request)
+            if outcome.status == "unknown":
+                # A lost answer is settled by reading the gateway with the same idempotency key, never by charging anew.
+                outcome = await self.gateway.find_by_idempotency(request.idempotency_key) or outcome
         except GatewayUnavailable as error:
             raise ApplicationError(f"payment gateway unavailable: {error}", type="GatewayUnavailable") from error
         except GatewayError as error:
@@ -393,9 +406,15 @@ class DunningActivities:
                                   amount_cents=open_cents, method=parse_payment_method(method).kind, status=outcome.status, attempt=req.attempt,
                                   gateway_payment_id=outcome.gateway_payment_id, decline_code=outcome.decline_code,
                                   description=f"dunning {req.trigger}", recorded_by="dunning", created_at=utcnow())
+                session.add(payment)
+                session.flush()
+                emit_payment_event(session, payment, created=True, at=utcnow())
             else:
-                payment.status, payment.decline_code = outcome.status, outcome.decline_code
-            session.add(payment)
+                # Never backwards (a replayed request answers with its first result).
+                advance_payment(session, payment, outcome.status, at=utcnow(), decline_code=outcome.decline_code)
+        if outcome.status == "unknown":
+            # Retried by Temporal with the same attempt, hence the same idempotency key: it cannot charge twice.
+            raise ApplicationError(f"the outcome of charge {request.idempotency_key} is unknown; reconciling again", type="PaymentOutcomeUnknown")
         self._retry_recorded(req, account, result, open_cents, number)
         return result
 
@@ -443,10 +462,15 @@ class DunningActivities:
         with session_scope(self.db_url) as session:
             for product in changed:
                 row = session.get(Product, product.id)
-                if row.status != target:
-                    row.status = target
-                    row.status_reason = None if target == ProductStatus.ACTIVE else f"barred for arrears ({req.barring})"
+                reason = None if target == ProductStatus.ACTIVE else f"barred for arrears ({req.barring})"
+                if row.status != target or row.status_reason != reason:
+                    # The reason follows too (a line a spending cap barred is now barred for arrears: the cap's end leaves it barred).
+                    moved = row.status != target
+                    row.status, row.status_reason = target, reason
                     session.add(row)
+                    if moved:
+                        session.flush()
+                        emit_product_event(session, row, at=utcnow())
             _row, created = records.record_action(session, key=f"{req.key}:{req.barring}", episode_id=req.episode_id, billing_account_id=account.id,
                                                   kind="unbar" if req.barring == "none" else "bar", level=req.level, reason=req.reason, at=utcnow(),
                                                   status="done" if not result.refused else "partial",
@@ -512,8 +536,10 @@ class DunningActivities:
             account = self._account(session, req.billing_account_id)
             _row, created = records.record_action(session, key=req.key, episode_id=req.episode_id, billing_account_id=account.id, kind=req.kind,
                                                   level=req.level, status=req.status, reason=req.message, at=utcnow(), data=req.data)
-            if req.level and req.kind == "level":
-                records.set_episode_level(session, req.episode_id, req.level)
+            if req.level and req.kind == "level" and records.set_episode_level(session, req.episode_id, req.level):
+                emit_event(session, event_type=DUNNING_LEVEL_CHANGE, resource_type="billingAccount", resource_id=account.id,
+                           resource={**tmf.billing_account(account), "dunningLevel": req.level, "dunningEpisode": req.episode_id},
+                           at=utcnow(), state=req.level)
             if created:
                 record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind=req.event_kind, message=req.message,
                              data={"episodeId": req.episode_id, "level": req.level, **req.data})

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -22,12 +25,32 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from activities.invoice_charges import PendingCharge
-from adapters.documents.invoice_pdf import InvoicePdfData, PdfLine, PdfParty, PdfReference, PdfVat, render_invoice_pdf
+from adapters.documents.einvoice import (
+    Buyer as EBuyer,
+    CardPayment,
+    Contact,
+    EInvoiceDocument,
+    PostalAddress,
+    PrecedingInvoice,
+    Profile,
+    SepaCreditTransfer,
+    SepaDirectDebit,
+    Seller,
+    build_cii_xml,
+    einvoice_from_computed,
+    xrechnung_problems,
+)
+from adapters.documents.facturx import embed_facturx
+from adapters.documents.invoice_pdf import InvoicePdfData, PdfLine, PdfParty, PdfReference, PdfUsageItem, PdfVat, render_invoice_pdf
 from config.settings import Settings
 from domain.allocation import OpenItem, allocate
 from domain.billing_cycle import BillingPeriod, zone
-from domain.invoicing import ChargeLine, compute_invoice, format_invoice_number
-from domain.money import from_minor, to_minor
+from domain.invoicing import ChargeLine, ComputedInvoice, InvoiceLine, InvoiceTotals, VatBreakdown, compute_invoice, format_invoice_number
+from domain.money import from_micros, from_minor, to_minor
+from domain.payments import InvalidPaymentMethod, parse_payment_method
+from domain.rating_engine import BYTES_PER_MB
+from domain.vat import REVERSE_CHARGE_REASON, SELLER_COUNTRY, VatTreatment, line_vat, rate_class_for, vat_treatment
+from domain.vat import Buyer as VatBuyer
 from persistence.tables import (
     BillingAccount,
     BilledCharge,
@@ -39,6 +62,8 @@ from persistence.tables import (
     PaymentAllocation,
     UsageRecord,
 )
+
+log = logging.getLogger(__name__)
 
 INVOICE_SERIES = "INV"
 CREDIT_NOTE_SERIES = "CN"
@@ -146,7 +171,47 @@ def _seal(session: Session, head: DocumentChain, invoice: Invoice) -> None:
     session.add(head)
 
 
-# --- documents as PDF -----------------------------------------------------------------------------
+# --- documents: PDF with the EN 16931 XML embedded (Factur-X / ZUGFeRD, XRechnung) ------------------
+
+_COUNTRY_NAMES = {
+    "deutschland": "DE", "germany": "DE", "österreich": "AT", "oesterreich": "AT", "austria": "AT", "schweiz": "CH",
+    "switzerland": "CH", "frankreich": "FR", "france": "FR", "niederlande": "NL", "netherlands": "NL", "belgien": "BE",
+    "belgium": "BE", "italien": "IT", "italy": "IT", "spanien": "ES", "spain": "ES", "polen": "PL", "poland": "PL",
+    "dänemark": "DK", "denmark": "DK", "luxemburg": "LU", "luxembourg": "LU", "tschechien": "CZ", "czechia": "CZ",
+    "schweden": "SE", "sweden": "SE", "irland": "IE", "ireland": "IE", "portugal": "PT", "griechenland": "GR", "greece": "GR",
+}
+
+
+_COUNTRY_LABELS = {"DE": "Deutschland", "AT": "Österreich", "CH": "Schweiz"}
+
+
+def country_code(address: dict | None, default: str = "DE") -> str:
+    """ISO 3166-1 alpha-2 of a customer address's free-text `country` ("DE", "Deutschland", "Austria" ...)."""
+    raw = ((address or {}).get("country") or "").strip()
+    if len(raw) == 2 and raw.isalpha():
+        return raw.upper()
+    return _COUNTRY_NAMES.get(raw.lower(), default)
+
+
+def buyer_vat_treatment(customer: Customer | None) -> VatTreatment:
+    """domain.vat's treatment of the customer: a business (it has a VAT ID) established in another member
+    state with a valid VAT ID gets reverse charge (AE, 0 %); everyone else German VAT."""
+    if customer is None:
+        return vat_treatment(VatBuyer(country=SELLER_COUNTRY))
+    vat_id = (customer.vat_id or "").strip() or None
+    return vat_treatment(VatBuyer(country=country_code(customer.address), is_business=vat_id is not None, vat_id=vat_id))
+
+
+def _apply_vat_treatment(charges: list[PendingCharge], treatment: VatTreatment) -> list[PendingCharge]:
+    if treatment.kind != "reverse_charge":
+        return charges
+    out = []
+    for charge in charges:
+        rate_class = rate_class_for(charge.line.vat_rate) if charge.line.vat_category in ("S", "Z") else "standard"
+        vat = line_vat(treatment, rate_class)
+        out.append(PendingCharge(charge.line.model_copy(update={"vat_category": vat.category, "vat_rate": vat.rate}),
+                                 charge.charge_keys, charge.usage_ids))
+    return out
 
 
 def _period_label(local_start: date, local_end: date) -> str:
@@ -169,11 +234,151 @@ def _pdf_line(line: dict) -> PdfLine:
                    vat_rate=Decimal(str(line["vat_rate"])), period=period)
 
 
-def render_document(settings: Settings, invoice: Invoice, account: BillingAccount, customer: Customer, *, full_credit: bool = False) -> bytes:
-    """The PDF of an invoice or credit note, from its stored content (lines and totals as issued).
+def _seller(settings: Settings) -> Seller:
+    return Seller(
+        name=settings.seller_name, legal_registration_id=settings.seller_register,
+        address=PostalAddress(line1=settings.seller_street, postcode=settings.seller_postcode, city=settings.seller_city,
+                              country_code=settings.seller_country_code),
+        vat_id=settings.seller_vat_id or None, tax_number=settings.seller_tax_number or None,
+        electronic_address=settings.seller_contact_email,
+        contact=Contact(name=settings.seller_contact_name, phone=settings.seller_contact_phone, email=settings.seller_contact_email),
+    )
 
-    Hook for further renditions (the Factur-X / ZUGFeRD XML embedded in a PDF/A-3): they must be made
-    here, before the document is sealed, because the sealed hash covers the PDF's bytes."""
+
+def _seller_party(settings: Settings) -> PdfParty:
+    return PdfParty(name=settings.seller_name, vat_id=settings.seller_vat_id or None, tax_number=settings.seller_tax_number or None,
+                    address_lines=[settings.seller_street, f"{settings.seller_postcode} {settings.seller_city}",
+                                   _COUNTRY_LABELS.get(settings.seller_country_code, settings.seller_country_code)])
+
+
+def _buyer(customer: Customer, account: BillingAccount, treatment: VatTreatment) -> EBuyer:
+    address = customer.address or {}
+    vat_id = treatment.buyer_vat_id or customer.vat_id
+    if vat_id and not re.fullmatch(r"[A-Z]{2}[0-9A-Za-z+*.]{2,13}", vat_id):
+        vat_id = None
+    return EBuyer(
+        name=customer.name, customer_id=customer.id, vat_id=vat_id,
+        address=PostalAddress(line1=address.get("street1"), line2=address.get("street2"), postcode=address.get("postCode"),
+                              city=address.get("city"), country_code=country_code(address)),
+        electronic_address=account.email or customer.email,
+    )
+
+
+def _payment_means(settings: Settings, account: BillingAccount, *, credit: bool, xrechnung: bool):  # noqa: ANN202
+    """BG-16: a SEPA direct debit from the saved IBAN (mandate reference = the billing account), a card
+    (last 4 digits of a test card), else - and for credit notes - a transfer to the seller's account."""
+    transfer = SepaCreditTransfer(iban=settings.seller_iban, bic=settings.seller_bic, account_name=settings.seller_name)
+    if credit or not account.payment_method:
+        return transfer
+    try:
+        method = parse_payment_method(account.payment_method)
+    except InvalidPaymentMethod:
+        return transfer
+    if method.kind == "sepa_debit":
+        if method.iban is None and xrechnung:
+            return transfer  # XRechnung needs the debited IBAN (BR-DE-31), which a gateway-held mandate does not tell us
+        return SepaDirectDebit(mandate_reference=f"O2C-{account.id}", creditor_id=settings.seller_sepa_creditor_id, debtor_iban=method.iban)
+    digits = "".join(ch for ch in account.payment_method if ch.isdigit())
+    last4 = digits[-4:] if len(digits) >= 12 else None
+    if last4 is None and xrechnung:
+        return transfer
+    return CardPayment(pan_last4=last4)
+
+
+def _computed_from_stored(invoice: Invoice) -> ComputedInvoice:
+    lines = [InvoiceLine.model_validate({k: v for k, v in line.items() if k != "credited_line_no"}) for line in invoice.lines]
+    return ComputedInvoice(lines=lines, totals=InvoiceTotals(
+        net_total=from_minor(invoice.net_cents), vat_total=from_minor(invoice.vat_cents), gross_total=from_minor(invoice.gross_cents),
+        vat_breakdown=[VatBreakdown.model_validate(v) for v in invoice.vat_breakdown]))
+
+
+def einvoice_xml(settings: Settings, invoice: Invoice, account: BillingAccount, customer: Customer, *, payment_note: str | None = None) -> tuple[bytes, Profile]:
+    """The EN 16931 CII XML of an issued document: XRechnung 3.0 when the account has a Leitweg-ID
+    (BT-10), Factur-X / ZUGFeRD EN 16931 otherwise. Only invoice-level data: never call detail."""
+    tz = zone(account.timezone)
+    credit = invoice.kind == CREDIT_NOTE
+    treatment = buyer_vat_treatment(customer)
+    leitweg = (account.leitweg_id or "").strip() or None
+
+    # BT-73/74 must contain every line's period (PEPPOL-EN16931-R110/R111): fees billed in advance
+    # reach into the next period, so the document's period spans the closed period and those lines.
+    starts = [invoice.local_period_start] + [date.fromisoformat(line["period_start"]) for line in invoice.lines if line.get("period_start")]
+    ends = [max(invoice.local_period_end, invoice.local_period_start + timedelta(days=1))] + [
+        date.fromisoformat(line["period_end"]) for line in invoice.lines if line.get("period_end")]
+
+    def document(xrechnung: bool) -> EInvoiceDocument:
+        return einvoice_from_computed(
+            _computed_from_stored(invoice), number=invoice.number, issue_date=invoice.issued_at.astimezone(tz).date(),
+            period_start=min(starts), period_end_exclusive=max(ends),
+            seller=_seller(settings), buyer=_buyer(customer, account, treatment),
+            payment_means=_payment_means(settings, account, credit=credit, xrechnung=xrechnung),
+            due_date=None if credit else invoice.due_at.astimezone(tz).date(), payment_terms=payment_note,
+            currency=invoice.currency, type_code="381" if credit else "380",
+            preceding_invoice=PrecedingInvoice(number=invoice.referenced_invoice_number, issue_date=invoice.referenced_invoice_date) if credit else None,
+            buyer_reference=leitweg, contract_reference=account.id,
+            notes=(f"Grund / Reason: {invoice.reason}",) if credit and invoice.reason else (),
+        )
+
+    if leitweg:
+        doc = document(True)
+        problems = xrechnung_problems(doc)
+        if not problems:
+            return build_cii_xml(doc, profile="xrechnung"), "xrechnung"
+        log.warning("invoice %s: XRechnung not possible (%s); issuing Factur-X EN 16931 with the Leitweg-ID as BT-10",
+                    invoice.number, "; ".join(problems))
+    return build_cii_xml(document(False), profile="en16931"), "en16931"
+
+
+def _mask(number: str | None, mask_last3: bool) -> str | None:
+    if not number:
+        return None
+    shown = number if number.startswith("+") or not number.isdigit() else f"+{number}"
+    return f"{shown[:-3]}xxx" if mask_last3 and len(shown) > 3 else shown
+
+
+def _usage_amount_text(record: UsageRecord) -> str:
+    if record.usage_type == "voice":
+        return f"{record.quantity // 60}:{record.quantity % 60:02d} min"
+    if record.usage_type == "sms":
+        return f"{record.quantity} SMS"
+    megabytes = (Decimal(record.quantity) / BYTES_PER_MB).quantize(Decimal("0.001"))
+    return f"{str(megabytes).replace('.', ',')} MB"
+
+
+_USAGE_KINDS = {"voice": "Telefonie", "sms": "SMS", "data": "Daten"}
+
+
+def itemised_items(records: list[UsageRecord], account: BillingAccount) -> list[PdfUsageItem]:
+    """The EVN rows of an invoice's usage records, in event order; numbers masked if the customer asked."""
+    tz = zone(account.timezone)
+    return [
+        PdfUsageItem(time=f"{r.event_time.astimezone(tz):%d.%m.%Y %H:%M:%S}", kind=_USAGE_KINDS.get(r.usage_type, r.usage_type),
+                     called_number=None if r.usage_type == "data" else _mask(r.destination, account.itemised_mask_last3),
+                     amount_text=_usage_amount_text(r), net_amount=from_micros(r.amount_micros))
+        for r in sorted(records, key=lambda r: (r.event_time, r.id))
+    ]
+
+
+@dataclass(frozen=True)
+class RenderedDocument:
+    pdf: bytes  # the Factur-X PDF (PDF/A-3) with the XML inside
+    xml: bytes
+    profile: str  # en16931 | xrechnung
+    seconds: dict[str, float]  # pdf, xml, embed
+
+
+RENDER_TIMINGS: list[RenderedDocument] = []  # the last few renders of this process, for measurements
+_RENDER_TIMINGS_KEPT = 100
+
+
+def render_document(settings: Settings, invoice: Invoice, account: BillingAccount, customer: Customer, *, full_credit: bool = False,
+                    usage: list[UsageRecord] | None = None) -> RenderedDocument:
+    """The PDF and the EN 16931 XML of an invoice or credit note, from its stored content (lines and
+    totals as issued); the XML is embedded in the PDF (Factur-X, PDF/A-3). Made once, before the
+    document is sealed, because the sealed hash covers the PDF's bytes; sending reuses the stored PDF.
+    `usage` (the invoice's records) adds the itemised bill (EVN) as an appendix of the PDF, only when
+    the account opted in; it never enters the XML."""
+    started = time.perf_counter()
     tz = zone(account.timezone)
     credit = invoice.kind == CREDIT_NOTE
     if credit:
@@ -183,12 +388,17 @@ def render_document(settings: Settings, invoice: Invoice, account: BillingAccoun
     else:
         title = "Rechnung / Invoice"
         note = f"Payable by {invoice.due_at.astimezone(tz):%d.%m.%Y}. We collect it from your saved payment method where one is on file."
+    vat_notes = []
+    if any(v["vat_category"] == "AE" for v in invoice.vat_breakdown):
+        vat_id = buyer_vat_treatment(customer).buyer_vat_id or customer.vat_id
+        vat_notes.append(f"{REVERSE_CHARGE_REASON} (§13b UStG, Art. 196 MwStSystRL). USt-IdNr. des Leistungsempfängers / "
+                         f"customer's VAT ID: {vat_id}")
     data = InvoicePdfData(
         invoice_number=invoice.number,
         issue_date=invoice.issued_at.astimezone(tz).date(),
         due_date=None if credit else invoice.due_at.astimezone(tz).date(),
         service_period=_period_label(invoice.local_period_start, invoice.local_period_end),
-        seller=PdfParty(name=settings.seller_name, address_lines=[settings.seller_address], vat_id=settings.seller_vat_id),
+        seller=_seller_party(settings),
         buyer=_party_from_customer(customer),
         customer_number=customer.id,
         billing_account_id=account.id,
@@ -202,16 +412,39 @@ def render_document(settings: Settings, invoice: Invoice, account: BillingAccoun
         document_kind="credit_note" if credit else "invoice",
         reference=PdfReference(invoice_number=invoice.referenced_invoice_number, issue_date=invoice.referenced_invoice_date) if credit else None,
         reason=invoice.reason,
+        vat_notes=vat_notes,
+        itemised=itemised_items(usage or [], account) if account.itemised_bill and not credit else None,
     )
-    return render_invoice_pdf(data)
+    pdf = render_invoice_pdf(data)
+    rendered_pdf = time.perf_counter()
+    xml, profile = einvoice_xml(settings, invoice, account, customer, payment_note=note)
+    built_xml = time.perf_counter()
+    hybrid = embed_facturx(pdf, xml, level="en16931")
+    done = time.perf_counter()
+    result = RenderedDocument(pdf=hybrid, xml=xml, profile=profile,
+                              seconds={"pdf": rendered_pdf - started, "xml": built_xml - rendered_pdf, "embed": done - built_xml})
+    RENDER_TIMINGS.append(result)
+    del RENDER_TIMINGS[:-_RENDER_TIMINGS_KEPT]
+    log.debug("rendered %s (%s): pdf %.1f ms, xml %.1f ms, embed %.1f ms", invoice.number, profile,
+              *(result.seconds[k] * 1000 for k in ("pdf", "xml", "embed")))
+    return result
 
 
-def _number_and_seal(session: Session, settings: Settings, invoice: Invoice, series: str, account: BillingAccount, customer: Customer) -> None:
-    """Gives `invoice` its number, PDF and place in the chain. Called with everything else of the document final."""
+def _number_and_seal(session: Session, settings: Settings, invoice: Invoice, series: str, account: BillingAccount, customer: Customer,
+                     usage_ids: list[str] | None = None) -> None:
+    """Gives `invoice` its number, PDF and XML and place in the chain. Called with everything else of the document final."""
     head = _lock_chain(session)
     year = invoice.issued_at.astimezone(zone(account.timezone)).year
     invoice.number = format_invoice_number(series, year, next_sequence(session, f"{series}-{year}"))
-    invoice.pdf = render_document(settings, invoice, account, customer)
+    usage: list[UsageRecord] = []
+    if account.itemised_bill:
+        with session.no_autoflush:  # the numbered document must not reach the database before its PDF
+            if usage_ids is None:  # an approved draft: its records were marked billed when it was drafted
+                usage = list(session.exec(select(UsageRecord).where(UsageRecord.invoice_id == invoice.id)))
+            elif usage_ids:
+                usage = list(session.exec(select(UsageRecord).where(col(UsageRecord.id).in_(usage_ids))))
+    rendered = render_document(settings, invoice, account, customer, usage=usage)
+    invoice.pdf, invoice.xml = rendered.pdf, rendered.xml
     _seal(session, head, invoice)
     session.add(invoice)
     session.flush()
@@ -230,12 +463,13 @@ def issue_invoice(
     existing = session.get(Invoice, invoice_id)
     if existing is not None:
         return existing
+    customer = session.get(Customer, account.customer_id)
+    charges = _apply_vat_treatment(charges, buyer_vat_treatment(customer))
     # Zero usage lines are not printed, but their records are still marked billed by this invoice.
     printable = [c for c in charges if not (c.line.kind == "usage" and c.line.net_amount == 0)]
     if not printable:
         return None
     computed = compute_invoice([c.line for c in printable])
-    customer = session.get(Customer, account.customer_id)
     invoice = Invoice(
         id=invoice_id, number=None, kind=kind, billing_account_id=account.id, customer_id=account.customer_id, state="onHold" if hold else "new",
         period_start=period.start, period_end=period.end, local_period_start=period.local_start, local_period_end=period.local_end,
@@ -248,7 +482,7 @@ def issue_invoice(
         session.add(invoice)
         session.flush()
     else:
-        _number_and_seal(session, settings, invoice, INVOICE_SERIES, account, customer)
+        _number_and_seal(session, settings, invoice, INVOICE_SERIES, account, customer, usage_ids=[u for c in charges for u in c.usage_ids])
     _mark_billed(session, charges, invoice_id)
     return invoice
 
@@ -450,7 +684,8 @@ def issue_credit_note(
     )
     year = issued_at.astimezone(zone(account.timezone)).year
     note.number = format_invoice_number(CREDIT_NOTE_SERIES, year, next_sequence(session, f"{CREDIT_NOTE_SERIES}-{year}"))
-    note.pdf = render_document(settings, note, account, customer, full_credit=-gross == invoice.gross_cents)
+    rendered = render_document(settings, note, account, customer, full_credit=-gross == invoice.gross_cents)
+    note.pdf, note.xml = rendered.pdf, rendered.xml
     _seal(session, head, note)
     session.add(note)
     session.flush()

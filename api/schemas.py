@@ -137,10 +137,20 @@ class SpendingLimitIn(TmfModel):
     hardCap: bool = False
 
 
+# Leitweg-ID (XRechnung BT-10): coarse address (2-12 digits), optional fine address, 2 check digits.
+LEITWEG_ID_PATTERN = r"^[0-9]{2,12}(-[0-9A-Za-z]{1,30})?-[0-9]{2}$"
+LeitwegId = Annotated[str, Field(pattern=LEITWEG_ID_PATTERN, max_length=46,
+                                 description="o2c extension: the public buyer's Leitweg-ID; its bills' XML is then an XRechnung")]
+
+
 class BillingAccountUpdate(TmfModel):
-    """PATCH: only the fields present change; `"spendingLimit": null` removes the limit."""
+    """PATCH: only the fields present change; `"spendingLimit": null` removes the limit, `"leitwegId": null`
+    the Leitweg-ID."""
 
     spendingLimit: SpendingLimitIn | None = None
+    leitwegId: LeitwegId | None = None
+    itemisedBill: bool | None = Field(default=None, description="o2c extension: itemised bill (EVN) appended to the invoice PDF")
+    itemisedBillMaskLast3: bool | None = Field(default=None, description="o2c extension: EVN shows called numbers with the last 3 digits as xxx")
 
 
 class BillingAccountCreate(TmfModel):
@@ -151,6 +161,9 @@ class BillingAccountCreate(TmfModel):
     billingProfile: NonEmpty = Field(default="standard", description="o2c extension: a billing profile name")
     defaultPaymentMethod: Ref | None = None
     spendingLimit: SpendingLimitIn | None = Field(default=None, description="o2c extension: a limit on a cycle's usage cost")
+    leitwegId: LeitwegId | None = None
+    itemisedBill: bool = Field(default=False, description="o2c extension: itemised bill (EVN, only on the customer's request)")
+    itemisedBillMaskLast3: bool = Field(default=False, description="o2c extension: EVN shows called numbers with the last 3 digits as xxx")
 
     @field_validator("timeZone")
     @classmethod

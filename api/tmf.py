@@ -143,6 +143,11 @@ def billing_account(row: BillingAccount) -> dict[str, Any]:
         "currency": row.currency,
         "spendingLimit": None if row.spending_limit_cents is None else {
             "amount": money_cents(row.spending_limit_cents), "hardCap": row.spending_hard_cap},
+        "invoiceHold": row.invoice_hold,
+        # E-invoicing: a Leitweg-ID (BT-10) makes the bills' XML an XRechnung; the itemised bill (EVN) on request.
+        "leitwegId": row.leitweg_id,
+        "itemisedBill": row.itemised_bill,
+        "itemisedBillMaskLast3": row.itemised_mask_last3,
         "billingCycleSpecification": {
             "@type": "BillingCycleSpecification",
             "billingDateShift": 0,
@@ -372,13 +377,15 @@ def rejected_usage(row: RejectedUsage, status: str = "rejected") -> dict[str, An
 
 # --- TMF678 customer bill -----------------------------------------------------------------------
 
-def customer_bill(row: Invoice, has_pdf: bool | None = None) -> dict[str, Any]:
-    """`has_pdf` is given by list queries, which do not load the PDF bytes.
+def customer_bill(row: Invoice, has_pdf: bool | None = None, has_xml: bool | None = None) -> dict[str, Any]:
+    """`has_pdf` and `has_xml` are given by list queries, which do not load the document bytes.
 
     A credit note is a customerBill of category `creditNote` with negative amounts that names the bill it
     corrects (`creditedBill`). An onHold draft has no billNo and no billDate until it is approved."""
     if has_pdf is None:
         has_pdf = row.pdf is not None
+    if has_xml is None:
+        has_xml = row.xml is not None
     remaining = max(row.gross_cents - row.paid_cents, 0)
     credit_note = row.kind == "credit_note"
     return {
@@ -401,7 +408,7 @@ def customer_bill(row: Invoice, has_pdf: bool | None = None) -> dict[str, Any]:
         "taxItem": [_tax_item(v, row.currency) for v in row.vat_breakdown],
         "billingAccount": account_ref(row.billing_account_id),
         "relatedParty": [customer_party(row.customer_id)],
-        "billDocument": bill_documents(row, has_pdf),
+        "billDocument": bill_documents(row, has_pdf, has_xml),
         "@lines": [_bill_line(line, row.currency) for line in row.lines],
         # o2c extensions: what a credit note corrects and why; the document's place in the tamper-evident chain.
         "creditedBill": ref("CustomerBill", bill_href(row.referenced_invoice_id), row.referenced_invoice_id, billNo=row.referenced_invoice_number)
@@ -411,20 +418,29 @@ def customer_bill(row: Invoice, has_pdf: bool | None = None) -> dict[str, Any]:
     }
 
 
-def bill_documents(row: Invoice, has_pdf: bool) -> list[dict[str, Any]]:
-    """TMF678 billDocument links of a bill: each rendition is served under the bill's href.
-
-    Hook for further renditions: the Factur-X / XRechnung XML is listed here as one more entry
-    (e.g. name "<billNo>.xml", mimeType "application/xml", url "<bill href>/document.xml") once it is
-    stored, with its route next to `document.pdf` in api/routers/bills.py."""
+def bill_documents(row: Invoice, has_pdf: bool, has_xml: bool = False) -> list[dict[str, Any]]:
+    """TMF678 billDocument links of a bill: each rendition is served under the bill's href. The PDF
+    (a Factur-X / ZUGFeRD PDF/A-3 with the XML inside) and, next to it, the EN 16931 CII XML alone
+    (Factur-X EN 16931, or XRechnung 3.0 for an account with a Leitweg-ID)."""
     documents: list[dict[str, Any]] = []
-    if has_pdf and row.number is not None:
+    if row.number is None:
+        return documents
+    attachment_type = "creditNote" if row.kind == "credit_note" else "invoice"
+    if has_pdf:
         documents.append({
             "@type": "Attachment",
-            "attachmentType": "creditNote" if row.kind == "credit_note" else "invoice",
+            "attachmentType": attachment_type,
             "name": f"{row.number}.pdf",
             "url": f"{bill_href(row.id)}/document.pdf",
             "mimeType": "application/pdf",
+        })
+    if has_xml:
+        documents.append({
+            "@type": "Attachment",
+            "attachmentType": attachment_type,
+            "name": f"{row.number}.xml",
+            "url": f"{bill_href(row.id)}/document.xml",
+            "mimeType": "application/xml",
         })
     return documents
 

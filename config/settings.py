@@ -42,8 +42,21 @@ class Settings(BaseSettings):
     oss_callback_wait_s: float = 30.0
     oss_total_timeout_s: float = 3600.0
     seller_name: str = Field(default="o2c Telekom GmbH")
-    seller_address: str = "Musterstraße 1, 10115 Berlin, Deutschland"
+    seller_address: str = "Musterstraße 1, 10115 Berlin, Deutschland"  # one-line form for texts; documents use the fields below
     seller_vat_id: str = "DE123456789"
+    # Structured seller data for the EN 16931 e-invoice (BG-4/BG-5/BG-6, BT-32, BG-17, BT-90).
+    seller_street: str = "Musterstraße 1"
+    seller_postcode: str = "10115"
+    seller_city: str = "Berlin"
+    seller_country_code: str = "DE"
+    seller_tax_number: str | None = "30/123/45678"  # Steuernummer (BT-32)
+    seller_register: str | None = "HRB 123456 B, Amtsgericht Charlottenburg"  # BT-30
+    seller_iban: str = "DE02120300000000202051"
+    seller_bic: str | None = "BYLADEM1001"
+    seller_sepa_creditor_id: str = "DE98ZZZ09999999999"
+    seller_contact_name: str = "Kundenservice Abrechnung"
+    seller_contact_email: str = "rechnung@o2c.example"
+    seller_contact_phone: str = "+49 30 1234567"
 
 
 @lru_cache

@@ -19,7 +19,9 @@ class BillingProfile(BaseModel):
     cycle_kind: Literal["monthly", "fixed"] = "monthly"
     period_seconds: int | None = Field(default=None, gt=0)  # fixed cycles only
     payment_terms: timedelta  # due date = issue instant + terms
-    dunning: DunningPolicy
+    dunning: DunningPolicy  # the legacy in-workflow ladder; only histories begun before the DunningWorkflow hand-over use it
+    # The dunning policy (config/dunning/<segment>.yaml) a DunningWorkflow episode of this profile's accounts follows.
+    dunning_segment: str = Field(default="consumer-de", min_length=1)
     demo: bool = False  # demo profiles compress time and must never bill real customers
 
     @field_validator("payment_terms")

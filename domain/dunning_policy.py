@@ -240,6 +240,9 @@ class DunningPolicy(_Strict):
     # Stop the scheduled retries after a hard decline (lost card, revoked mandate): retrying only adds fees.
     stop_retries_on_hard_decline: bool = True
     levels: list[DunningLevel] = Field(min_length=1)
+    # A demonstration policy (durations in seconds, e.g. config/dunning/demo.yaml): never for real customers.
+    # The §61 TKG amounts and periods are not checked for it; the notice-before-barring order still is.
+    demo: bool = False
 
     @field_validator("segment")
     @classmethod
@@ -275,7 +278,7 @@ class DunningPolicy(_Strict):
             for notice in level.actions_of("notice"):
                 if notice.announces_barring and notice.channel != "email":
                     raise ValueError(f"level {level.name!r}: a barring must be announced in writing (channel email), not {notice.channel!r}")
-        if self.customer_type == "consumer" and self.country == "DE":
+        if self.customer_type == "consumer" and self.country == "DE" and not self.demo:
             self._check_tkg61()
         if self.barring_protection is not None:
             self._check_protected_barring(self.barring_protection)

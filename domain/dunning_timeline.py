@@ -79,6 +79,9 @@ class DunningInput(BaseModel):
     segment: str = "consumer-de"
     # The policy as it stood when the episode began; None: the worker's loaded policy for `segment`.
     policy: DunningPolicy | None = None
+    # Started by the account's BillingAccountWorkflow: tell it (signal `dunning_ended`) when the episode ends,
+    # so it can start the next episode and re-apply a spending cap's barring that the episode's lifting removed.
+    report_to_account: bool = False
 
     @property
     def episode_id(self) -> str:

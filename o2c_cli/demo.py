@@ -22,6 +22,9 @@ USAGE = "/tmf-api/usageManagement/v4/usage"
 BILL = "/tmf-api/customerBillManagement/v4/customerBill"
 PAYMENT = "/tmf-api/paymentManagement/v4/payment"
 DECLINING_CARD = "4000000000000002"  # Stripe's generic-decline test card
+# The business events of a dunning notice: a DunningWorkflow episode's (segment demo, config/dunning/demo.yaml),
+# or the in-workflow ladder of accounts whose billing began before the hand-over.
+DUNNING_NOTICE_EVENTS = ("dunning.notice", "dunning.barring_notice", "dunning.reminder", "dunning.suspension_notice")
 
 
 class DemoFailed(Exception):
@@ -58,7 +61,7 @@ class Demo:
 
     def run(self) -> None:
         tag = uuid.uuid4().hex[:6]
-        self.say("DEMO PROFILE: 40-second bill cycles and a dunning ladder in seconds (config/billing_profiles.yaml → demo)")
+        self.say("DEMO PROFILE: 40-second bill cycles and a dunning ladder in seconds (config/billing_profiles.yaml → demo, dunning segment config/dunning/demo.yaml)")
         customer = self.call("POST", CUSTOMER, json={
             "name": f"Demo Kundin {tag}",
             "contactMedium": [
@@ -128,7 +131,7 @@ class Demo:
         self.say(f"4. card payment {payment['id']} declined")
 
         # 5. reminder → suspension through the OSS
-        reminder = self.wait_for("a payment reminder", lambda: [e for e in self.events(account["id"]) if e["kind"] in ("dunning.reminder", "dunning.suspension_notice")], 60)[0]
+        reminder = self.wait_for("a payment reminder", lambda: [e for e in self.events(account["id"]) if e["kind"] in DUNNING_NOTICE_EVENTS], 60)[0]
         self.say(f"5. {reminder['message']}")
 
         def suspended():

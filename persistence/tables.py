@@ -47,6 +47,11 @@ class BillingAccount(SQLModel, table=True):
     # bars outgoing use until the next cycle.
     spending_limit_cents: int | None = Field(default=None, sa_type=BigInteger, nullable=True)
     spending_hard_cap: bool = False
+    # E-invoicing (migration 0011): a Leitweg-ID (BT-10) makes the embedded XML an XRechnung.
+    leitweg_id: str | None = None
+    # Itemised bill (EVN, §65 TKG): only on the customer's request; optionally the last 3 digits masked.
+    itemised_bill: bool = False
+    itemised_mask_last3: bool = False
 
 
 class ProductOrder(SQLModel, table=True):
@@ -234,6 +239,8 @@ class Invoice(SQLModel, table=True):
     lines: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     vat_breakdown: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     pdf: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    # The EN 16931 CII XML (Factur-X EN 16931 or XRechnung) embedded in `pdf` (migration 0011).
+    xml: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     # Tamper evidence: position in the one document chain, the previous document's hash and this one's.
     chain_seq: int | None = Field(default=None, sa_type=BigInteger, unique=True)
     previous_hash: str | None = None

@@ -23,6 +23,9 @@ def create_billing_account(
     profiles: dict[str, BillingProfile],
     customer_field: str = "relatedParty[0].id",
     spending_limit: SpendingLimit | None = None,
+    leitweg_id: str | None = None,
+    itemised_bill: bool = False,
+    itemised_mask_last3: bool = False,
 ) -> BillingAccount:
     errors = []
     customer = session.get(Customer, customer_id)
@@ -50,6 +53,9 @@ def create_billing_account(
         created_at=now,
         spending_limit_cents=None if spending_limit is None else to_minor(spending_limit.amount),
         spending_hard_cap=spending_limit.hard_cap if spending_limit is not None else False,
+        leitweg_id=leitweg_id,
+        itemised_bill=itemised_bill,
+        itemised_mask_last3=itemised_mask_last3,
     )
     session.add(row)
     session.add(
@@ -76,6 +82,27 @@ def set_spending_limit(session: Session, account_id: str, limit: SpendingLimit |
         session.add(row)
         session.add(BusinessEvent(customer_id=row.customer_id, billing_account_id=row.id, kind="spending_limit_changed",
                                   message=f"Spending limit changed from {before} to {after}", data={"before": before, "after": after}, at=utcnow()))
+    return row
+
+
+DOCUMENT_OPTIONS = ("leitweg_id", "itemised_bill", "itemised_mask_last3")
+
+
+def set_document_options(session: Session, account_id: str, changes: dict[str, object]) -> BillingAccount:
+    """Sets the Leitweg-ID (XRechnung) and the itemised-bill (EVN) options; they apply to documents issued
+    from now on (issued documents never change). Each change is a business event."""
+    row = get_billing_account(session, account_id)
+    before = {name: getattr(row, name) for name in DOCUMENT_OPTIONS}
+    for name, value in changes.items():
+        if name not in DOCUMENT_OPTIONS:
+            raise ValueError(f"unknown document option {name!r}")
+        setattr(row, name, value)
+    after = {name: getattr(row, name) for name in DOCUMENT_OPTIONS}
+    if before != after:
+        session.add(row)
+        changed = ", ".join(f"{name} {before[name]!r} -> {after[name]!r}" for name in DOCUMENT_OPTIONS if before[name] != after[name])
+        session.add(BusinessEvent(customer_id=row.customer_id, billing_account_id=row.id, kind="document_options_changed",
+                                  message=f"Invoice document options changed: {changed}", data={"before": before, "after": after}, at=utcnow()))
     return row
 
 

@@ -42,14 +42,23 @@ def bill_pdf(session: Session, invoice_id: str) -> tuple[str, bytes]:
     return row.number, row.pdf
 
 
+def bill_xml(session: Session, invoice_id: str) -> tuple[str, bytes]:
+    """(invoice number, EN 16931 CII XML bytes: Factur-X or XRechnung); NotFound when the bill has none
+    (an onHold draft, or a document issued before migration 0011)."""
+    row = get_bill(session, invoice_id)
+    if row.xml is None or row.number is None:
+        raise NotFound("billDocument", invoice_id)
+    return row.number, row.xml
+
+
 def list_bills(
     session: Session, *, billing_account_id: str | None, state: str | None, limit: int, offset: int,
     category: str | None = None, credited_bill_id: str | None = None,
-) -> Page[tuple[Invoice, bool]]:
-    """Pages of (invoice, has_pdf). The PDF bytes are not loaded for a list; only whether there is one."""
+) -> Page[tuple[Invoice, bool, bool]]:
+    """Pages of (invoice, has_pdf, has_xml). The document bytes are not loaded for a list; only whether there are any."""
     statement = (
-        select(Invoice, col(Invoice.pdf).is_not(None).label("has_pdf"))
-        .options(defer(Invoice.pdf))
+        select(Invoice, col(Invoice.pdf).is_not(None).label("has_pdf"), col(Invoice.xml).is_not(None).label("has_xml"))
+        .options(defer(Invoice.pdf), defer(Invoice.xml))
         .order_by(col(Invoice.issued_at).desc(), Invoice.id)
     )
     if billing_account_id is not None:
@@ -63,7 +72,7 @@ def list_bills(
     if credited_bill_id is not None:
         statement = statement.where(Invoice.referenced_invoice_id == credited_bill_id)
     page = paginate(session, statement, limit, offset)
-    return Page(items=[(invoice, bool(has_pdf)) for invoice, has_pdf in page.items], total=page.total)
+    return Page(items=[(invoice, bool(has_pdf), bool(has_xml)) for invoice, has_pdf, has_xml in page.items], total=page.total)
 
 
 def refused(error: DocumentRefused) -> Exception:

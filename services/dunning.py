@@ -47,11 +47,14 @@ def open_episode(session: Session, inp: DunningInput, *, at: datetime) -> tuple[
     return row, True
 
 
-def set_episode_level(session: Session, episode_id: str, level: str) -> None:
+def set_episode_level(session: Session, episode_id: str, level: str) -> bool:
+    """Records the level reached; True when it changed."""
     row = session.get(DunningEpisode, episode_id)
     if row is not None and row.level != level:
         row.level = level
         session.add(row)
+        return True
+    return False
 
 
 def close_episode(session: Session, episode_id: str, *, state: str, reason: str, level: str | None, at: datetime) -> tuple[DunningEpisode, bool]:

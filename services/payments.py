@@ -13,8 +13,10 @@ from sqlmodel import Session, col, select
 from temporalio.service import RPCError
 
 from domain.money import from_minor
+from domain.payments import advance_payment_status
 
 from persistence.tables import BillingAccount, BusinessEvent, Invoice, Payment
+from services.hub_events import PAYMENT_CREATE, PAYMENT_STATE_CHANGE, emit_event
 from services.errors import Conflict, Invalid, NotFound, Unavailable, field_error
 from services.query import Page, new_id, paginate, run_tx, utcnow
 from services.workflows import LazyWorkflows, is_not_found
@@ -34,6 +36,30 @@ class ManualPayment:
     description: str | None
     invoice_id: str | None
     recorded_by: str
+
+
+def emit_payment_event(session: Session, row: Payment, *, created: bool, at) -> str:
+    """TMF676 PaymentCreateEvent (a new payment) or PaymentStateChangeEvent (its status moved), in the
+    caller's transaction, after the change."""
+    from api import tmf
+
+    return emit_event(session, event_type=PAYMENT_CREATE if created else PAYMENT_STATE_CHANGE, resource_type="payment", resource_id=row.id,
+                      resource=tmf.payment(row), at=at)
+
+
+def advance_payment(session: Session, row: Payment, observed: str, *, at, decline_code: str | None = None) -> bool:
+    """Moves a stored payment forward to `observed` (never backwards: domain.payments.advance_payment_status),
+    emitting PaymentStateChangeEvent. False when the observation is stale or changes nothing."""
+    new_status = advance_payment_status(row.status, observed)
+    if new_status is None:
+        return False
+    row.status = new_status
+    if decline_code is not None or new_status == "succeeded":
+        row.decline_code = decline_code
+    session.add(row)
+    session.flush()
+    emit_payment_event(session, row, created=False, at=at)
+    return True
 
 
 def _same(row: Payment, request: ManualPayment) -> bool:
@@ -84,6 +110,8 @@ def record_manual_payment(session: Session, request: ManualPayment) -> tuple[Pay
         created_at=now,
     )
     session.add(row)
+    session.flush()
+    emit_payment_event(session, row, created=True, at=now)
     session.add(
         BusinessEvent(
             customer_id=account.customer_id,

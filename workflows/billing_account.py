@@ -1,10 +1,17 @@
 """BillingAccountWorkflow: one per billing account, for the account's whole life.
 
 It owns the bill cycle (anchored on the bill-cycle day, computed in the account's time zone) and,
-per closed period: invoice, send, collect. An unpaid invoice opens a dunning episode whose steps
-(reminder, payment retry, suspension) run from the same workflow, so retries and dunning can
-never drift apart. A payment arriving by any path settles the episode and restores the service.
-It continues-as-new after every closed cycle, carrying its state."""
+per closed period: invoice, send, collect. When the oldest open invoice is past due it starts a
+DunningWorkflow episode as a child (workflows/dunning.py; abandoned on close, so it outlives every
+continue-as-new) that owns payment retries and the escalation ladder of the account's dunning segment;
+each payment applied here is told to the episode (`balance_settled`), which ends and lifts its bars
+once nothing is overdue, and tells this workflow (`dunning_ended`). Histories begun before that
+hand-over (no `dunning-workflow-handover` patch marker) keep running the profile's own dunning steps.
+
+Collection outcomes: `processing` (SEPA) keeps the invoice's pending debit, waited for by the
+`payment_received` signal and polled daily (`check_payment`) for up to 14 days; `requires_action`
+(3-D Secure) asks the customer once by e-mail; an `unknown` outcome is reconciled inside
+`charge_invoice` with the same idempotency key. It continues-as-new after every closed cycle, carrying its state."""
 from __future__ import annotations
 
 import asyncio
@@ -12,15 +19,17 @@ from datetime import timedelta
 from decimal import Decimal
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from activities.billing import BillingActivities
     from domain.billing_cycle import next_period, period_containing
     from domain.dunning import DunningStep, dunning_level, mark_step_done, next_due_step, settle, start_episode, update_overdue
+    from domain.dunning_timeline import SIGNAL_BALANCE_SETTLED, BalanceSettled, DunningInput, dunning_workflow_id
     from domain.money import from_minor
     from workflows.billing_state import AccountState
+    from workflows.dunning import DunningWorkflow
     from workflows.messages import (
         BILLING_ACCOUNT_WORKFLOW,
         QUERY_ACCOUNT_SUMMARY,
@@ -29,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         QUERY_DUNNING_STATE,
         SIGNAL_BILL_ON_DEMAND,
         SIGNAL_CREDIT_NOTE_ISSUED,
+        SIGNAL_DUNNING_ENDED,
         SIGNAL_INVOICE_APPROVED,
         SIGNAL_PAYMENT_RECEIVED,
         SIGNAL_PRODUCT_ACTIVATED,
@@ -40,10 +50,12 @@ with workflow.unsafe.imports_passed_through():
         ChargeOutcome,
         CreditNoteIssued,
         CycleView,
+        DunningEnded,
         DunningView,
         InvoiceApproved,
         IssuedInvoice,
         PaymentReceived,
+        PendingDebit,
         ProductActivated,
         SpendingThresholdCrossed,
     )
@@ -55,6 +67,11 @@ EXTERNAL_CALL = {
 }
 # On-demand requests remembered per account (to ignore a repeated signal); older ones are dropped.
 ON_DEMAND_MEMORY = 50
+# Dunning runs in DunningWorkflow episodes (children) instead of the profile's steps in this workflow.
+PATCH_DUNNING_HANDOVER = "dunning-workflow-handover"
+# A SEPA debit in `processing` is looked up at the gateway this often, for at most this long (the webhook usually comes first).
+DEBIT_POLL_INTERVAL = timedelta(days=1)
+DEBIT_POLL_LIMIT = timedelta(days=14)
 
 
 @workflow.defn(name=BILLING_ACCOUNT_WORKFLOW)
@@ -68,7 +85,10 @@ class BillingAccountWorkflow:
         self._approvals: list[InvoiceApproved] = []
         self._on_demand: list[BillOnDemandRequested] = []
         self._credit_notes: list[CreditNoteIssued] = []
+        self._dunning_ended: list[DunningEnded] = []
         self._woken = False
+        # Set once at the start of run(): True for histories that hand dunning to DunningWorkflow episodes.
+        self._episodes = False
 
     @workflow.signal(name=SIGNAL_PRODUCT_ACTIVATED)
     def product_activated(self, event: ProductActivated) -> None:
@@ -100,6 +120,11 @@ class BillingAccountWorkflow:
         self._credit_notes.append(event)
         self._woken = True
 
+    @workflow.signal(name=SIGNAL_DUNNING_ENDED)
+    def dunning_ended(self, event: DunningEnded) -> None:
+        self._dunning_ended.append(event)
+        self._woken = True
+
     @workflow.query(name=QUERY_ACCOUNT_SUMMARY)
     def account_summary(self) -> AccountSummary | None:
         if self.s is None:
@@ -126,6 +151,16 @@ class BillingAccountWorkflow:
     def dunning_state(self) -> DunningView:
         if self.s is None:
             return DunningView(level="none", suspended=False, paused=False, invoice_id=None, next_step=None, next_step_at=None)
+        if self._episodes and not self.s.dunning.in_episode:
+            episode = self.s.dunning_episode_id
+            prefix = f"dunning-{self.s.billing_account_id}-"
+            if episode:
+                invoice_id = episode[len(prefix):] if episode.startswith(prefix) else None
+            else:
+                # As before the hand-over: the invoice dunning would start from (the oldest open one), even before it is due.
+                invoice_id = self.s.open_invoices[0].invoice_id if self.s.open_invoices else None
+            return DunningView(level="episode" if episode else "none", suspended=False, paused=False, invoice_id=invoice_id, next_step=None,
+                               next_step_at=None, episode_id=episode)
         upcoming = self._next_step(self._projected_dunning())
         d = self.s.dunning
         return DunningView(level=dunning_level(d), suspended=d.suspended, paused=d.paused, invoice_id=d.invoice_id,
@@ -133,6 +168,8 @@ class BillingAccountWorkflow:
 
     @workflow.run
     async def run(self, inp: BillingAccountInput) -> None:
+        # Before any command: a history begun before the hand-over replays without the marker and keeps the old steps.
+        self._episodes = workflow.patched(PATCH_DUNNING_HANDOVER)
         if inp.carried_state is not None:
             self.s = AccountState.model_validate(inp.carried_state)
         else:
@@ -147,6 +184,8 @@ class BillingAccountWorkflow:
         self._approvals = s.pending_approvals + self._approvals
         self._on_demand = s.pending_on_demand + self._on_demand
         self._credit_notes = s.pending_credit_notes + self._credit_notes
+        self._dunning_ended = s.pending_dunning_ended + self._dunning_ended
+        s.pending_dunning_ended = []
         s.pending_payments, s.pending_spending = [], []
         s.pending_approvals, s.pending_on_demand, s.pending_credit_notes = [], [], []
         while True:
@@ -156,6 +195,8 @@ class BillingAccountWorkflow:
             self._take_products()
             if self._payments:
                 await self._apply_payments()
+            if self._dunning_ended:
+                await self._on_dunning_ended()
             if self._spending:
                 await self._handle_spending()
             if self._credit_notes:
@@ -171,12 +212,22 @@ class BillingAccountWorkflow:
                 s.cycles_closed += 1
                 await self._lift_spending_cap()
                 break
-            self._sync_overdue(now)
-            due = self._next_step()
-            if due is not None and due[1] <= now:
-                await self._run_step(due[0])
-                continue
-            wake_at = min(t for t in (s.period.end, due[1] if due else None, self._next_due_date(now)) if t is not None)
+            # An episode of the old in-workflow ladder carried over from before the hand-over runs on to its end; the
+            # next one is a DunningWorkflow (starting it now would replay every step since the due date at once).
+            if self._episodes and not s.dunning.in_episode:
+                due = None
+                if await self._check_pending_debits(now):
+                    continue
+                if await self._ensure_episode(now):
+                    continue
+            else:
+                self._sync_overdue(now)
+                due = self._next_step()
+                if due is not None and due[1] <= now:
+                    await self._run_step(due[0])
+                    continue
+            next_check = min((d.next_check for d in s.pending_debits.values()), default=None)
+            wake_at = min(t for t in (s.period.end, due[1] if due else None, self._next_due_date(now), next_check) if t is not None)
             try:
                 await workflow.wait_condition(lambda: self._woken, timeout=wake_at - now)
             except asyncio.TimeoutError:
@@ -185,6 +236,7 @@ class BillingAccountWorkflow:
         self._take_products()
         s.pending_payments, s.pending_spending = list(self._payments), list(self._spending)
         s.pending_approvals, s.pending_on_demand, s.pending_credit_notes = list(self._approvals), list(self._on_demand), list(self._credit_notes)
+        s.pending_dunning_ended = list(self._dunning_ended)
         workflow.continue_as_new(BillingAccountInput(billing_account_id=s.billing_account_id, customer_id=s.customer_id, carried_state=s.model_dump(mode="json")))
 
     def _take_products(self) -> None:
@@ -273,11 +325,113 @@ class BillingAccountWorkflow:
             s.hard_declined = True
         elif outcome.status == "succeeded":
             s.hard_declined = False
+        if self._episodes and outcome.payment_id:
+            now = workflow.now()
+            if outcome.status == "processing":
+                # SEPA: the money is on its way for days. Keep the debit, never charge the invoice again meanwhile;
+                # the webhook's payment_received signal settles it, a daily look at the gateway is the fallback.
+                s.pending_debits[invoice_id] = PendingDebit(payment_id=outcome.payment_id, since=now, next_check=now + DEBIT_POLL_INTERVAL)
+            elif outcome.status == "requires_action" and invoice_id not in s.action_notified:
+                # 3-D Secure: an off-session retry cannot succeed (the episode's retry plan skips this invoice); ask the customer once.
+                s.action_notified.append(invoice_id)
+                await self._safely(BillingActivities.send_payment_action_notice, [invoice_id, outcome.payment_id], "payment.action_notice_failed")
         return outcome
 
     async def _apply_payments(self) -> None:
-        self._payments = []
-        await self._refresh_balance(await workflow.execute_activity_method(BillingActivities.apply_payments, self.s.billing_account_id, **DB_CALL))
+        s = self.s
+        received, self._payments = self._payments, []
+        before = s.open_cents
+        await self._refresh_balance(await workflow.execute_activity_method(BillingActivities.apply_payments, s.billing_account_id, **DB_CALL))
+        if not self._episodes:
+            return
+        open_ids = {i.invoice_id for i in s.open_invoices}
+        for invoice_id in [i for i in s.pending_debits if i not in open_ids]:
+            del s.pending_debits[invoice_id]  # paid (the debit, or any other way)
+        announced = {p.payment_id for p in received}
+        if any(d.payment_id in announced for d in s.pending_debits.values()):
+            # A signal about a debit still open here (e.g. a bounce): look at the gateway now rather than tomorrow.
+            for debit in s.pending_debits.values():
+                if debit.payment_id in announced:
+                    debit.next_check = workflow.now()
+        if s.dunning_episode_id is not None and (received or s.open_cents < before):
+            source = received[0].source if received else "billing_account"
+            await self._tell_episode(BalanceSettled(source=source, payment_id=received[0].payment_id if received else None))
+
+    async def _tell_episode(self, hint: BalanceSettled) -> None:
+        """Tells the running episode that the balance may be paid; it re-reads the balance itself. An episode that no
+        longer runs (it ended and its `dunning_ended` is on the way) is not an error."""
+        try:
+            await workflow.get_external_workflow_handle(self.s.dunning_episode_id).signal(SIGNAL_BALANCE_SETTLED, hint)
+        except FailureError:
+            pass
+
+    async def _ensure_episode(self, now) -> bool:
+        """Starts a DunningWorkflow episode once the oldest open invoice is past due and none is running. The id names
+        the account and that invoice, and is never reused: starting it again (a retry, a replay) is a no-op."""
+        s = self.s
+        if s.dunning_episode_id is not None:
+            return False
+        overdue = [i for i in s.open_invoices if i.due_at <= now and i.invoice_id not in s.pending_debits]
+        if not overdue:
+            return False
+        # A payment may have been booked without reaching us (the API could not signal): look before dunning.
+        await self._apply_payments()
+        overdue = [i for i in s.open_invoices if i.due_at <= workflow.now() and i.invoice_id not in s.pending_debits]
+        if not overdue or s.dunning_episode_id is not None:
+            return True
+        oldest = min(overdue, key=lambda i: (i.due_at, i.invoice_id))
+        episode_id = dunning_workflow_id(s.billing_account_id, oldest.invoice_id)
+        inp = DunningInput(billing_account_id=s.billing_account_id, customer_id=s.customer_id, invoice_id=oldest.invoice_id, due_at=oldest.due_at,
+                           segment=s.profile.dunning_segment, report_to_account=True)
+        try:
+            await workflow.start_child_workflow(DunningWorkflow.run, inp, id=episode_id, parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                                                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+        except WorkflowAlreadyStartedError:
+            pass  # started before (this episode runs, or ran for this invoice already)
+        s.dunning_episode_id = episode_id
+        return True
+
+    async def _on_dunning_ended(self) -> None:
+        """An episode ended. Lifting its bars lifted every bar: a hard spending cap still in force bars outgoing use again."""
+        s = self.s
+        events, self._dunning_ended = self._dunning_ended, []
+        for event in events:
+            if event.episode_id == s.dunning_episode_id:
+                s.dunning_episode_id = None
+            if event.lifted and s.spending_barred_period is not None:
+                await self._safely(BillingActivities.set_service_barring,
+                                   [s.billing_account_id, "outgoing", f"spending:{s.spending_barred_period.isoformat()}:after:{event.episode_id}", "spending"],
+                                   "service.suspend_failed")
+
+    async def _check_pending_debits(self, now) -> bool:
+        """The polling fallback for SEPA debits in `processing`: once a day, for up to 14 days. True when one moved."""
+        s = self.s
+        moved = False
+        for invoice_id, debit in sorted(s.pending_debits.items()):
+            if debit.next_check > now:
+                continue
+            try:
+                check = await workflow.execute_activity_method(BillingActivities.check_payment, debit.payment_id, **EXTERNAL_CALL)
+                status = check.status
+            except ActivityError as error:
+                cause = error.cause.message if isinstance(error.cause, ApplicationError) else str(error)
+                await self._event("payment.check_failed", f"check_payment {debit.payment_id} failed: {cause}")
+                status = "unknown"
+            if status in ("processing", "unknown", "requires_action"):
+                if now - debit.since >= DEBIT_POLL_LIMIT:
+                    del s.pending_debits[invoice_id]
+                    moved = True
+                    await self._event("payment.processing_overdue",
+                                      f"Payment {debit.payment_id} for invoice {invoice_id} is still {status} after {DEBIT_POLL_LIMIT.days} days; "
+                                      "the invoice is dunned like any overdue invoice")
+                else:
+                    debit.next_check = now + DEBIT_POLL_INTERVAL
+            else:
+                del s.pending_debits[invoice_id]  # settled or bounced: the balance shows which
+                moved = True
+        if moved:
+            await self._apply_payments()
+        return moved
 
     async def _refresh_balance(self, view: BalanceView) -> None:
         """Keeps the dunning episode in line with what is actually open; settles it when its invoice is paid."""
@@ -291,7 +445,7 @@ class BillingAccountWorkflow:
             # A hard spending cap still in force keeps the lines barred until its cycle ends.
             if restore and s.spending_barred_period is None:
                 await self._safely(BillingActivities.set_service_barring, [s.billing_account_id, "none", f"restore:{now.isoformat()}"], "service.restore_failed")
-        if not s.dunning.in_episode and view.open_invoices:
+        if not self._episodes and not s.dunning.in_episode and view.open_invoices:
             oldest = view.open_invoices[0]
             s.dunning = start_episode(s.dunning, oldest.invoice_id, oldest.due_at, Decimal(0))
             s.step_times = {}
@@ -381,9 +535,8 @@ class BillingAccountWorkflow:
             await self._safely(BillingActivities.send_spending_notice, [s.billing_account_id, event], "spending.notice_failed")
             if event.hard_cap and event.threshold_percent >= 100 and s.spending_barred_period is None:
                 s.spending_barred_period = event.period_start
-                await self._safely(
-                    BillingActivities.set_service_barring, [s.billing_account_id, "outgoing", f"spending:{event.period_start.isoformat()}"], "service.suspend_failed"
-                )
+                args = [s.billing_account_id, "outgoing", f"spending:{event.period_start.isoformat()}"]
+                await self._safely(BillingActivities.set_service_barring, args + (["spending"] if self._episodes else []), "service.suspend_failed")
 
     async def _lift_spending_cap(self) -> None:
         """A new cycle starts with a fresh limit: lift the cap's barring unless dunning holds the lines barred."""
@@ -392,7 +545,11 @@ class BillingAccountWorkflow:
         if s.spending_barred_period is None:
             return
         s.spending_barred_period = None
-        if not s.dunning.suspended:
+        if self._episodes and not s.dunning.suspended:
+            # Lines a dunning episode barred stay barred (set_service_barring leaves them alone for the cap): it lifts them itself.
+            await self._safely(BillingActivities.set_service_barring,
+                               [s.billing_account_id, "none", f"spending-lifted:{s.period.start.isoformat()}", "spending"], "service.restore_failed")
+        elif not s.dunning.suspended:
             await self._safely(
                 BillingActivities.set_service_barring, [s.billing_account_id, "none", f"spending-lifted:{s.period.start.isoformat()}"], "service.restore_failed"
             )

@@ -12,8 +12,10 @@ from workflows.messages import (
     BillOnDemandRequested,
     CreditNoteIssued,
     InvoiceApproved,
+    DunningEnded,
     OpenInvoice,
     PaymentReceived,
+    PendingDebit,
     ProductActivated,
     SpendingThresholdCrossed,
 )
@@ -50,5 +52,12 @@ class AccountState(BaseModel):
     pending_approvals: list[InvoiceApproved] = []
     pending_on_demand: list[BillOnDemandRequested] = []
     pending_credit_notes: list[CreditNoteIssued] = []
+    # The running DunningWorkflow episode (its workflow id), started when the oldest open invoice fell overdue.
+    dunning_episode_id: str | None = None
+    pending_dunning_ended: list[DunningEnded] = []
+    # Charges in flight per invoice (SEPA debits in `processing`), followed by signal and by polling.
+    pending_debits: dict[str, PendingDebit] = {}
+    # Invoices whose customer was already asked to authenticate a payment (3-D Secure): asked once.
+    action_notified: list[str] = []
     # On-demand requests already billed (the latest ones), so a repeated signal bills nothing twice.
     on_demand_done: list[str] = []

@@ -72,8 +72,10 @@ with workflow.unsafe.imports_passed_through():
     from domain.money import to_minor
     from workflows.messages import (
         SIGNAL_BILL_ON_DEMAND,
+        SIGNAL_DUNNING_ENDED,
         SIGNAL_PAYMENT_RECEIVED,
         BillOnDemandRequested,
+        DunningEnded,
         PaymentReceived,
         billing_account_workflow_id,
     )
@@ -101,6 +103,7 @@ class DunningWorkflow:
         self._woken = False
         # When the step being run was planned (moved by pauses): its notices count from then (see _notice).
         self._step_time = None
+        self._report_to_account = False
 
     # --- signals and query ---------------------------------------------------------------------------------
 
@@ -140,6 +143,7 @@ class DunningWorkflow:
         self.policy = inp.policy or await workflow.execute_activity_method(DunningActivities.load_policy, inp.segment, **DB_CALL)
         self.timeline = dunning_timeline(self.policy, inp.due_at)
         self.s = start_state(inp)
+        self._report_to_account = inp.report_to_account
         await workflow.execute_activity_method(DunningActivities.open_episode, inp, **DB_CALL)
         balance = await self._balance()
         if balance.paid:
@@ -207,12 +211,17 @@ class DunningWorkflow:
         return False
 
     async def _end(self, outcome: str, reason: str) -> None:
+        lifted = False
         if outcome == "settled":
+            lifted = self.s.barred != "none"
             await self._lift(f"dunning ended: {reason}")
         self.s = self.s.model_copy(update={"outcome": outcome, "end_reason": reason})
         state = {"settled": "settled", "collections": "collections", "write_off": "written_off", "written_off": "written_off"}[outcome]
         await workflow.execute_activity_method(DunningActivities.close_episode, CloseRequest(
             episode_id=self.s.episode_id, billing_account_id=self.s.billing_account_id, state=state, reason=reason, level=self.s.level), **DB_CALL)
+        if self._report_to_account:
+            # The account starts the next episode from now on and re-applies a spending cap's barring the lifting removed.
+            await self._tell_billing_account(SIGNAL_DUNNING_ENDED, DunningEnded(episode_id=self.s.episode_id, outcome=state, lifted=lifted))
 
     # --- one timeline step ---------------------------------------------------------------------------------
 

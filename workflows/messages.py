@@ -23,6 +23,7 @@ SIGNAL_SPENDING_THRESHOLD = "spending_threshold_crossed"
 SIGNAL_INVOICE_APPROVED = "invoice_approved"
 SIGNAL_BILL_ON_DEMAND = "bill_on_demand"
 SIGNAL_CREDIT_NOTE_ISSUED = "credit_note_issued"
+SIGNAL_DUNNING_ENDED = "dunning_ended"
 QUERY_ORDER_STATUS = "order_status"
 QUERY_ACCOUNT_SUMMARY = "account_summary"
 QUERY_CURRENT_CYCLE = "current_cycle"
@@ -102,6 +103,16 @@ class DunningView(BaseModel):
     invoice_id: str | None
     next_step: str | None
     next_step_at: datetime | None
+    # The running DunningWorkflow episode (its id); its own query `dunning_status` tells where it stands.
+    episode_id: str | None = None
+
+
+class PendingDebit(BaseModel):
+    """A charge in flight (SEPA `processing`): the invoice is not charged again while it is waited for."""
+
+    payment_id: str
+    since: datetime
+    next_check: datetime
 
 
 class CycleView(BaseModel):
@@ -161,6 +172,22 @@ class CreditNoteIssued(BaseModel):
     credit_note_id: str
     invoice_id: str
     amount_cents: int
+
+
+class DunningEnded(BaseModel):
+    """A DunningWorkflow episode the account started has ended (DunningWorkflow -> BillingAccountWorkflow)."""
+
+    episode_id: str
+    outcome: str  # settled | collections | written_off
+    lifted: bool = False  # the episode lifted its barring (every bar on the lines) as it ended
+
+
+class PaymentCheck(BaseModel):
+    """What the gateway says now about a charge still in flight (a SEPA debit in `processing`)."""
+
+    payment_id: str
+    status: str  # the payment row's status after this check
+    changed: bool = False
 
 
 class ChargeOutcome(BaseModel):

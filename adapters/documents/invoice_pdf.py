@@ -7,6 +7,7 @@ because a legally binding document with inconsistent totals is worse than no doc
 from __future__ import annotations
 
 import unicodedata
+from pathlib import Path
 from datetime import date, datetime, time, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Literal
@@ -21,6 +22,7 @@ __all__ = [
     "PdfLine",
     "PdfParty",
     "PdfReference",
+    "PdfUsageItem",
     "PdfVat",
     "format_eur",
     "format_quantity",
@@ -85,6 +87,17 @@ class PdfReference(BaseModel):
     issue_date: date
 
 
+class PdfUsageItem(BaseModel):
+    """One row of the itemised bill (Einzelverbindungsnachweis, EVN): already formatted and, where the
+    customer asked for it, with the called number shortened (last 3 digits as xxx)."""
+
+    time: str  # local date and time, e.g. "03.11.2026 14:05:12"
+    kind: str  # Telefonie / SMS / Daten
+    called_number: str | None  # None for data
+    amount_text: str  # duration (m:ss), messages or volume
+    net_amount: Dec
+
+
 class InvoicePdfData(BaseModel):
     """An invoice, or with ``document_kind="credit_note"`` a credit note (Rechnungskorrektur /
     Stornorechnung): negative amounts, no due date, and the invoice it corrects in ``reference``."""
@@ -108,6 +121,8 @@ class InvoicePdfData(BaseModel):
     document_kind: Literal["invoice", "credit_note"] = "invoice"
     reference: PdfReference | None = None  # the corrected invoice; required for a credit note
     reason: str | None = None  # why a credit note was issued
+    vat_notes: list[str] = []  # exemption notes, e.g. reverse charge (§14a UStG)
+    itemised: list[PdfUsageItem] | None = None  # the EVN appendix, only when the customer opted in
 
     @model_validator(mode="after")
     def _totals_agree(self) -> InvoicePdfData:
@@ -248,18 +263,27 @@ _RULE = (200, 200, 200)
 _HEAD_FILL = (235, 238, 242)
 
 
+# DejaVu Sans (fonts/, licence in fonts/LICENSE-DejaVu.txt), embedded as a subset: PDF/A-3 requires
+# every font to be embedded, so the core font Helvetica cannot be used for a Factur-X invoice.
+_FONT = "dejavu"
+_FONT_DIR = Path(__file__).parent / "fonts"
+_FONT_FILES = {"": _FONT_DIR / "DejaVuSans.ttf", "B": _FONT_DIR / "DejaVuSans-Bold.ttf"}
+
+
 class _InvoicePdf(FPDF):
     def __init__(self, data: InvoicePdfData) -> None:
         super().__init__(orientation="P", unit="mm", format="A4")
         self._data = data
-        # cp1252 puts €, „“ and – into the core fonts; Helvetica is used because no TTF ships
-        # with fpdf2 and embedding one would make the repo carry font files.
-        self.core_fonts_encoding = "cp1252"
+        # Parsed per document: fpdf2 subsets a document's fonts in place when it writes them.
+        for style, path in _FONT_FILES.items():
+            self.add_font(_FONT, style, str(path))
 
     def normalize_text(self, text: str) -> str:
-        # Every text path in fpdf2 goes through here, so one override covers cells, tables
-        # and the footer alike.
-        return super().normalize_text(to_core_font_text(text))
+        # Every text path in fpdf2 goes through here. DejaVu Sans covers Latin, Greek and Cyrillic;
+        # a character it has no glyph for (CJK, tabs) gets the core-font stand-in instead of a blank.
+        cmap = getattr(self.current_font, "cmap", None) or {}
+        text = "".join(ch if ord(ch) in cmap and ch not in "\t\u200b" else to_core_font_text(ch) for ch in text)
+        return super().normalize_text(text)
 
     def footer(self) -> None:
         seller = self._data.seller
@@ -272,7 +296,7 @@ class _InvoicePdf(FPDF):
         self.set_y(-17)
         self.set_draw_color(*_RULE)
         self.line(_MARGIN, self.get_y(), self.w - _MARGIN, self.get_y())
-        self.set_font("helvetica", "", 7)
+        self.set_font(_FONT, "", 7)
         self.set_text_color(*_GREY)
         self.cell(0, 4, " · ".join(parts), new_x="LMARGIN", new_y="NEXT")
         self.cell(self.epw * 0.65, 4, " · ".join(tax_ids))
@@ -305,15 +329,17 @@ def render_invoice_pdf(data: InvoicePdfData) -> bytes:
     _lines_table(pdf, data)
     _vat_table(pdf, data)
     _totals(pdf, data)
+    _vat_notes(pdf, data)
     _payment_note(pdf, data)
+    _itemised(pdf, data)
     return bytes(pdf.output())
 
 
 def _seller_block(pdf: FPDF, data: InvoicePdfData) -> None:
     pdf.set_xy(_MARGIN, 15)
-    pdf.set_font("helvetica", "B", 14)
+    pdf.set_font(_FONT, "B", 14)
     pdf.cell(0, 7, data.seller.name, align=Align.R, new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("helvetica", "", 9)
+    pdf.set_font(_FONT, "", 9)
     pdf.set_text_color(*_GREY)
     for line in data.seller.address_lines:
         pdf.cell(0, 4.5, line, align=Align.R, new_x="LMARGIN", new_y="NEXT")
@@ -323,16 +349,16 @@ def _seller_block(pdf: FPDF, data: InvoicePdfData) -> None:
 def _buyer_block(pdf: FPDF, data: InvoicePdfData) -> None:
     # DIN 5008 form B: the address field of a window envelope starts 45 mm from the top.
     pdf.set_xy(_MARGIN, 45)
-    pdf.set_font("helvetica", "U", 7)
+    pdf.set_font(_FONT, "U", 7)
     pdf.set_text_color(*_GREY)
     sender = ", ".join([data.seller.name, *data.seller.address_lines])
     pdf.cell(85, 4, sender, new_x="LMARGIN", new_y="NEXT")
     pdf.set_text_color(0, 0, 0)
     pdf.set_y(pdf.get_y() + 2)
-    pdf.set_font("helvetica", "", 10)
+    pdf.set_font(_FONT, "", 10)
     for line in [data.buyer.name, *data.buyer.address_lines]:
         pdf.cell(85, 5, line, new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("helvetica", "", 8)
+    pdf.set_font(_FONT, "", 8)
     if data.buyer.vat_id:
         pdf.cell(85, 4, f"USt-IdNr.: {data.buyer.vat_id}", new_x="LMARGIN", new_y="NEXT")
 
@@ -355,18 +381,18 @@ def _info_block(pdf: FPDF, data: InvoicePdfData) -> None:
     x, y = 112.0, 50.0
     for index, (label, value) in enumerate(rows):
         pdf.set_xy(x, y)
-        pdf.set_font("helvetica", "", 8)
+        pdf.set_font(_FONT, "", 8)
         pdf.set_text_color(*_GREY)
         pdf.cell(42, 5, label)
         pdf.set_text_color(0, 0, 0)
-        pdf.set_font("helvetica", "B" if index == 0 else "", 9)
+        pdf.set_font(_FONT, "B" if index == 0 else "", 9)
         pdf.cell(pdf.w - _MARGIN - x - 42, 5, value, align=Align.R)
         y += 5.5
 
 
 def _title(pdf: FPDF, data: InvoicePdfData) -> None:
     pdf.set_xy(_MARGIN, max(pdf.get_y(), 95.0))
-    pdf.set_font("helvetica", "B", 16)
+    pdf.set_font(_FONT, "B", 16)
     pdf.cell(0, 9, f"{data.document_title} {data.invoice_number}", new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
 
@@ -375,13 +401,10 @@ def _reference(pdf: FPDF, data: InvoicePdfData) -> None:
     """A credit note says which invoice it corrects, by number and date, and why."""
     if data.reference is None:
         return
-    pdf.set_font("helvetica", "", 9.5)
-    pdf.multi_cell(
-        0, 5,
-        f"Korrektur der Rechnung {data.reference.invoice_number} vom {format_date(data.reference.issue_date)} / "
-        f"Correction of invoice {data.reference.invoice_number} dated {format_date(data.reference.issue_date)}",
-        new_x="LMARGIN", new_y="NEXT",
-    )
+    pdf.set_font(_FONT, "", 9.5)
+    number, issued = data.reference.invoice_number, format_date(data.reference.issue_date)
+    pdf.multi_cell(0, 5, f"Korrektur der Rechnung {number} vom {issued} /", new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(0, 5, f"Correction of invoice {number} dated {issued}", new_x="LMARGIN", new_y="NEXT")
     if data.reason:
         pdf.multi_cell(0, 5, f"Grund / Reason: {data.reason}", new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
@@ -391,10 +414,10 @@ _HEADINGS = FontFace(emphasis="B", size_pt=8, fill_color=_HEAD_FILL)
 
 
 def _lines_table(pdf: FPDF, data: InvoicePdfData) -> None:
-    pdf.set_font("helvetica", "", 8.5)
+    pdf.set_font(_FONT, "", 8.5)
     pdf.set_draw_color(*_RULE)
     with pdf.table(
-        col_widths=(9, 65, 15, 14, 24, 13, 30),
+        col_widths=(10, 61, 15, 16, 24, 13, 31),
         text_align=("RIGHT", "LEFT", "RIGHT", "LEFT", "RIGHT", "RIGHT", "RIGHT"),
         headings_style=_HEADINGS,
         borders_layout=TableBordersLayout.HORIZONTAL_LINES,
@@ -426,7 +449,7 @@ def _lines_table(pdf: FPDF, data: InvoicePdfData) -> None:
 
 
 def _vat_table(pdf: FPDF, data: InvoicePdfData) -> None:
-    pdf.set_font("helvetica", "", 8.5)
+    pdf.set_font(_FONT, "", 8.5)
     with pdf.table(
         col_widths=(60, 20, 45, 45),
         text_align=("LEFT", "RIGHT", "RIGHT", "RIGHT"),
@@ -467,7 +490,7 @@ def _totals(pdf: FPDF, data: InvoicePdfData) -> None:
             pdf.set_draw_color(0, 0, 0)
             pdf.line(x, pdf.get_y(), pdf.w - _MARGIN, pdf.get_y())
         pdf.set_x(x)
-        pdf.set_font("helvetica", style, 10 if style else 9)
+        pdf.set_font(_FONT, style, 10 if style else 9)
         pdf.cell(label_w, row_h, label)
         pdf.cell(
             value_w,
@@ -483,5 +506,55 @@ def _totals(pdf: FPDF, data: InvoicePdfData) -> None:
 def _payment_note(pdf: FPDF, data: InvoicePdfData) -> None:
     if not data.payment_note:
         return
-    pdf.set_font("helvetica", "", 9)
+    pdf.set_font(_FONT, "", 9)
     pdf.multi_cell(0, 4.8, data.payment_note, align=Align.L)
+
+
+def _vat_notes(pdf: FPDF, data: InvoicePdfData) -> None:
+    if not data.vat_notes:
+        return
+    pdf.set_font(_FONT, "B", 9)
+    for note in data.vat_notes:
+        pdf.multi_cell(0, 4.8, note, align=Align.L, new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(3)
+
+
+def _itemised(pdf: FPDF, data: InvoicePdfData) -> None:
+    """Anlage: Einzelverbindungsnachweis, on its own page(s) after the invoice."""
+    if data.itemised is None:
+        return
+    pdf.add_page()
+    pdf.set_font(_FONT, "B", 13)
+    pdf.cell(0, 8, f"Einzelverbindungsnachweis / Itemised bill – {data.invoice_number}", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font(_FONT, "", 8)
+    pdf.set_text_color(*_GREY)
+    pdf.multi_cell(0, 4, f"Leistungszeitraum / Period {data.service_period}. Beträge netto / amounts net of VAT.",
+                   new_x="LMARGIN", new_y="NEXT")
+    pdf.set_text_color(0, 0, 0)
+    pdf.ln(2)
+    if not data.itemised:
+        pdf.cell(0, 5, "Keine Verbindungen in diesem Zeitraum / No usage in this period.", new_x="LMARGIN", new_y="NEXT")
+        return
+    # Plain cells rather than fpdf2's table: an EVN can run to thousands of rows, and a row of cells
+    # costs a tenth of a table row. The heading is repeated on every page.
+    widths = (38.0, 22.0, 50.0, 30.0, 30.0)
+    aligns = (Align.L, Align.L, Align.L, Align.R, Align.R)
+    row_h = 4.4
+
+    def heading() -> None:
+        pdf.set_font(_FONT, "B", 8)
+        pdf.set_fill_color(*_HEAD_FILL)
+        for width, align, text in zip(widths, aligns, ("Zeit / Time", "Art / Type", "Rufnummer / Number", "Dauer / Menge", "Betrag / Amount")):
+            pdf.cell(width, row_h + 1, text, align=align, fill=True)
+        pdf.ln(row_h + 1)
+        pdf.set_font(_FONT, "", 8)
+
+    heading()
+    for item in data.itemised:
+        if pdf.will_page_break(row_h):
+            pdf.add_page()
+            heading()
+        cells = (item.time, item.kind, item.called_number or "", item.amount_text, format_eur(item.net_amount, data.currency, max_decimals=4))
+        for width, align, text in zip(widths, aligns, cells):
+            pdf.cell(width, row_h, text, align=align)
+        pdf.ln(row_h)

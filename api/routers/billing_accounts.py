@@ -45,6 +45,9 @@ async def create_billing_account(body: BillingAccountCreate, ctx: Ctx) -> JSONRe
             payment_method=body.defaultPaymentMethod.id.strip() if body.defaultPaymentMethod else None,
             profiles=ctx.profiles,
             spending_limit=spending_limit(body.spendingLimit),
+            leitweg_id=body.leitwegId,
+            itemised_bill=body.itemisedBill,
+            itemised_mask_last3=body.itemisedBillMaskLast3,
         )
     )
     return JSONResponse(tmf.billing_account(row), status_code=201, headers={"Location": tmf.account_href(row.id)})
@@ -65,10 +68,19 @@ async def get_billing_account(account_id: str, ctx: Ctx) -> JSONResponse:
 
 @router.patch("/billingAccount/{account_id}", dependencies=[writer("billingAccount")])
 async def update_billing_account(account_id: str, body: BillingAccountUpdate, ctx: Ctx) -> JSONResponse:
-    """Changes the fields present in the body (today: spendingLimit; null removes it)."""
+    """Changes the fields present in the body: spendingLimit (null removes it), leitwegId (null removes it),
+    itemisedBill and itemisedBillMaskLast3 (they apply to documents issued from then on)."""
     row = await ctx.tx(billing_accounts.get_billing_account, account_id)
     if "spendingLimit" in body.model_fields_set:
         row = await ctx.tx(billing_accounts.set_spending_limit, account_id, spending_limit(body.spendingLimit))
+    document_fields = {"leitwegId": "leitweg_id", "itemisedBill": "itemised_bill", "itemisedBillMaskLast3": "itemised_mask_last3"}
+    changes = {column: getattr(body, field) for field, column in document_fields.items() if field in body.model_fields_set}
+    if changes:
+        for column in ("itemised_bill", "itemised_mask_last3"):
+            if column in changes and changes[column] is None:
+                raise ApiError(422, "invalid_request", f"{column} cannot be null",
+                               [FieldError(field=next(f for f, c in document_fields.items() if c == column), code="null", message="true or false")])
+        row = await ctx.tx(billing_accounts.set_document_options, account_id, changes)
     return JSONResponse(tmf.billing_account(row))
 
 

@@ -74,7 +74,7 @@ async def list_bills(
 ) -> JSONResponse:
     result = await ctx.tx(lambda s: bills.list_bills(s, billing_account_id=billing_account_id, state=state, limit=page.limit, offset=page.offset,
                                                      category=category, credited_bill_id=credited_bill_id))
-    return list_response(result, lambda entry: tmf.customer_bill(entry[0], has_pdf=entry[1]))
+    return list_response(result, lambda entry: tmf.customer_bill(entry[0], has_pdf=entry[1], has_xml=entry[2]))
 
 
 @router.get(f"{BILL}/customerBill/{{bill_id}}", dependencies=[reader("customerBill")])
@@ -99,6 +99,18 @@ async def patch_bill(bill_id: str, body: CustomerBillUpdate, ctx: Ctx, principal
 async def get_bill_document(bill_id: str, ctx: Ctx) -> Response:
     number, pdf = await ctx.tx(bills.bill_pdf, bill_id)
     return Response(pdf, media_type="application/pdf", headers={"Content-Disposition": f'inline; filename="{number}.pdf"'})
+
+
+@router.get(
+    f"{BILL}/customerBill/{{bill_id}}/document.xml",
+    dependencies=[reader("customerBill")],
+    response_class=Response,
+    responses={200: {"content": {"application/xml": {}}, "description": "the EN 16931 e-invoice (CII XML: Factur-X EN 16931, "
+                                                                        "or XRechnung 3.0 for an account with a Leitweg-ID)"}},
+)
+async def get_bill_xml(bill_id: str, ctx: Ctx) -> Response:
+    number, xml = await ctx.tx(bills.bill_xml, bill_id)
+    return Response(xml, media_type="application/xml", headers={"Content-Disposition": f'attachment; filename="{number}.xml"'})
 
 
 @router.post(f"{BILL}/customerBill/{{bill_id}}/creditNote", status_code=201)

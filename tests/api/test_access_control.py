@@ -100,6 +100,7 @@ READERS: dict[str, set[str]] = {
     f"{BILL}/customerBill": {"admin", "support", "finance"},
     f"{BILL}/customerBill/{{bill_id}}": {"admin", "support", "finance"},
     f"{BILL}/customerBill/{{bill_id}}/document.pdf": {"admin", "support", "finance"},
+    f"{BILL}/customerBill/{{bill_id}}/document.xml": {"admin", "support", "finance"},
     f"{BILL}/customerBillOnDemand": {"admin", "support", "finance"},
     f"{BILL}/customerBillOnDemand/{{request_id}}": {"admin", "support", "finance"},
     f"{T}/paymentManagement/v4/payment": {"admin", "support", "finance"},

@@ -26,7 +26,7 @@ from tests.api.conftest import (
 PDF = b"%PDF-1.7\n% o2c test invoice\n%%EOF\n"
 
 
-def insert_invoice(db_url: str, account: dict, *, pdf: bytes | None = PDF, state: str = "new") -> Invoice:
+def insert_invoice(db_url: str, account: dict, *, pdf: bytes | None = PDF, state: str = "new", xml: bytes | None = None) -> Invoice:
     computed = compute_invoice(
         [
             ChargeLine(kind="recurring", description="Mobile S, February 2026", unit="MON", unit_price=Decimal("9.99"), net_amount=Decimal("9.99"),
@@ -55,6 +55,7 @@ def insert_invoice(db_url: str, account: dict, *, pdf: bytes | None = PDF, state
         lines=[line.model_dump(mode="json") for line in computed.lines],
         vat_breakdown=[v.model_dump(mode="json") for v in totals.vat_breakdown],
         pdf=pdf,
+        xml=xml,
     )
     with session_scope(db_url) as session:
         session.add(invoice)
@@ -101,6 +102,31 @@ async def test_bill_representation_and_document(client, db_url):
     # Bills are read-only for clients.
     assert (await client.post(BILL_PATH, headers=ADMIN, json={})).status_code == 405
     assert (await client.get(BILL_PATH, headers=CRM)).status_code == 403
+
+
+async def test_the_xml_is_a_second_bill_document(client, db_url):
+    account = await make_account(client)
+    xml = b'<?xml version="1.0" encoding="UTF-8"?>\n<rsm:CrossIndustryInvoice xmlns:rsm="urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100"/>\n'
+    invoice = insert_invoice(db_url, account, xml=xml)
+
+    bill = (await client.get(f"{BILL_PATH}/{invoice.id}", headers=FINANCE)).json()
+    assert [(d["name"], d["mimeType"], d["url"]) for d in bill["billDocument"]] == [
+        (f"{invoice.number}.pdf", "application/pdf", f"{BILL_PATH}/{invoice.id}/document.pdf"),
+        (f"{invoice.number}.xml", "application/xml", f"{BILL_PATH}/{invoice.id}/document.xml"),
+    ]
+    document = await client.get(bill["billDocument"][1]["url"], headers=SUPPORT)
+    assert document.status_code == 200
+    assert document.headers["content-type"] == "application/xml"
+    assert document.headers["content-disposition"] == f'attachment; filename="{invoice.number}.xml"'
+    assert document.content == xml
+    listed = (await client.get(BILL_PATH, headers=FINANCE, params={"billingAccount.id": account["id"]})).json()
+    assert [d["mimeType"] for d in listed[0]["billDocument"]] == ["application/pdf", "application/xml"]
+    assert (await client.get(f"{BILL_PATH}/{invoice.id}/document.xml", headers=CRM)).status_code == 403
+
+    # A document without XML (issued before e-invoicing) lists the PDF only, and its XML is 404.
+    older = insert_invoice(db_url, await make_account(client))
+    assert [d["mimeType"] for d in (await client.get(f"{BILL_PATH}/{older.id}", headers=FINANCE)).json()["billDocument"]] == ["application/pdf"]
+    assert (await client.get(f"{BILL_PATH}/{older.id}/document.xml", headers=FINANCE)).status_code == 404
 
 
 async def test_missing_bill_or_document_is_404(client, db_url):

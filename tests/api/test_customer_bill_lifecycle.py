@@ -8,6 +8,7 @@ import uuid
 
 from sqlmodel import select
 
+from adapters.documents.facturx import extract_facturx_xml
 from persistence.db import session_scope
 from persistence.tables import BillOnDemand, Invoice, Payment
 from tests.api.conftest import ACCOUNT_PATH, ADMIN, BILL_PATH, CRM, FINANCE, SUPPORT, TASK_QUEUE, make_account, signals_received
@@ -48,11 +49,18 @@ async def test_finance_issues_a_credit_note_once_per_key(client, db_url, tempora
     assert note["creditedBill"] == {"id": invoice.id, "href": f"{BILL_PATH}/{invoice.id}", "@referredType": "CustomerBill", "billNo": invoice.number}
     assert note["creditReason"] == "Outage 3 days"
     assert (note["paymentDueDate"], note["remainingAmount"]["value"]) == (None, "0.00")  # nothing falls due on a credit note
-    assert note["billDocument"] == [{"@type": "Attachment", "attachmentType": "creditNote", "name": f"{note['billNo']}.pdf",
-                                     "url": f"{BILL_PATH}/{note['id']}/document.pdf", "mimeType": "application/pdf"}]
+    assert note["billDocument"] == [
+        {"@type": "Attachment", "attachmentType": "creditNote", "name": f"{note['billNo']}.pdf",
+         "url": f"{BILL_PATH}/{note['id']}/document.pdf", "mimeType": "application/pdf"},
+        {"@type": "Attachment", "attachmentType": "creditNote", "name": f"{note['billNo']}.xml",
+         "url": f"{BILL_PATH}/{note['id']}/document.xml", "mimeType": "application/xml"},
+    ]
     assert note["@o2cIntegrity"]["contentHash"] and note["@o2cIntegrity"]["previousHash"]
     document = await client.get(note["billDocument"][0]["url"], headers=SUPPORT)
     assert document.status_code == 200 and document.content.startswith(b"%PDF")
+    xml = await client.get(note["billDocument"][1]["url"], headers=SUPPORT)
+    assert xml.status_code == 200 and xml.headers["content-type"] == "application/xml"
+    assert b"<ram:TypeCode>381</ram:TypeCode>" in xml.content and extract_facturx_xml(document.content) == xml.content
 
     # The same key and body: the same credit note, nothing new.
     again = await client.post(f"{BILL_PATH}/{invoice.id}/creditNote", headers=headers, json=body)

@@ -94,6 +94,27 @@ async def test_billing_account_defaults_and_listing(client):
     assert (await client.get(f"{ACCOUNT_PATH}/{second['id']}", headers=CRM)).json()["billCycleDay"] == 15
 
 
+async def test_e_invoicing_and_itemised_bill_options(client):
+    account = await make_account(client)
+    assert (account["leitwegId"], account["itemisedBill"], account["itemisedBillMaskLast3"], account["invoiceHold"]) == (None, False, False, False)
+
+    public = await make_account(client, leitwegId="991-12345-67", itemisedBill=True, itemisedBillMaskLast3=True)
+    assert (public["leitwegId"], public["itemisedBill"], public["itemisedBillMaskLast3"]) == ("991-12345-67", True, True)
+
+    patched = await client.patch(f"{ACCOUNT_PATH}/{account['id']}", headers=CRM, json={"leitwegId": "04011000-1234512345-06", "itemisedBill": True})
+    assert patched.status_code == 200, patched.text
+    assert (patched.json()["leitwegId"], patched.json()["itemisedBill"], patched.json()["itemisedBillMaskLast3"]) == ("04011000-1234512345-06", True, False)
+    cleared = await client.patch(f"{ACCOUNT_PATH}/{account['id']}", headers=CRM, json={"leitwegId": None, "itemisedBillMaskLast3": True})
+    assert (cleared.json()["leitwegId"], cleared.json()["itemisedBill"], cleared.json()["itemisedBillMaskLast3"]) == (None, True, True)
+    events = (await client.get(f"{ACCOUNT_PATH}/{account['id']}/events", headers=SUPPORT, params={"kind": "document_options_changed"})).json()
+    assert len(events) == 2
+
+    bad = await client.patch(f"{ACCOUNT_PATH}/{account['id']}", headers=CRM, json={"leitwegId": "not a leitweg id"})
+    assert bad.status_code == 422 and "leitwegId" in fields(bad)
+    null_flag = await client.patch(f"{ACCOUNT_PATH}/{account['id']}", headers=CRM, json={"itemisedBill": None})
+    assert null_flag.status_code == 422 and fields(null_flag) == {"itemisedBill": "null"}
+
+
 async def test_demo_profile_anchors_the_cycle_at_creation(client):
     account = await make_account(client, billingProfile="demo", defaultPaymentMethod={"id": "sepa:DE89370400440532013000"})
     anchor = datetime.fromisoformat(account["billingCycleSpecification"]["cycleAnchor"])

@@ -16,6 +16,7 @@ import httpx
 import pytest
 import stripe
 from sqlmodel import select
+from temporalio.exceptions import ApplicationError
 
 from activities.billing import BillingActivities
 from adapters.payments import StripeGateway
@@ -391,19 +392,23 @@ async def test_lost_charge_answer_is_reconciled_by_the_webhook(http, fake_stripe
     workflow_id = await start_stand_in_workflow(temporal_client, account)
     invoice_id = insert_invoice(db_url, account)
     fake_stripe.drop_next_response()  # Stripe charged the card; the activity never hears back
-    outcome = await charge(db_url, gateway, invoice_id)
-    assert outcome.status == "unknown"
-    row = payment_row(db_url, outcome.payment_id)
+    fake_stripe.search_lag = True  # and the activity's own reconciling read does not see the new intent yet
+    with pytest.raises(ApplicationError) as lost:
+        await charge(db_url, gateway, invoice_id)
+    assert lost.value.type == "PaymentOutcomeUnknown" and not lost.value.non_retryable  # Temporal retries the same attempt
+    payment_id = charge_idempotency_key(invoice_id, 1)
+    row = payment_row(db_url, payment_id)
     assert (row.status, row.gateway_payment_id) == ("unknown", None)
     [pi] = fake_stripe.intents
 
     response = await deliver(http, fake_stripe, event_of(fake_stripe, pi, "payment_intent.succeeded"))
-    assert (response.json()["result"], response.json()["paymentId"]) == ("applied", outcome.payment_id)
-    row = payment_row(db_url, outcome.payment_id)
+    assert (response.json()["result"], response.json()["paymentId"]) == ("applied", payment_id)
+    row = payment_row(db_url, payment_id)
     assert (row.status, row.gateway_payment_id) == ("succeeded", pi)
-    assert await payment_signals(temporal_client, workflow_id) == [{"payment_id": outcome.payment_id, "amount_cents": 2379, "source": "webhook"}]
+    assert await payment_signals(temporal_client, workflow_id) == [{"payment_id": payment_id, "amount_cents": 2379, "source": "webhook"}]
 
-    # The same attempt sent again (what a retried activity does) replays; still one PaymentIntent.
+    # The same attempt sent again (what the retried activity does) replays; still one PaymentIntent.
+    fake_stripe.search_lag = False
     again = await charge(db_url, gateway, invoice_id)
     assert again.status == "succeeded" and list(fake_stripe.intents) == [pi]
 

@@ -227,80 +227,9 @@ async def test_bill_cycle_day_31_clamps_to_the_end_of_february_and_returns(runni
     assert {i.state for i in issued} == {"settled"}
 
 
-# --- 3. the dunning ladder up to suspension and back --------------------------------------------
-
-
-async def test_dunning_ladder_suspends_from_100_eur_after_two_weeks_notice_and_payment_restores(
-    running_worker, make_settings, db_url, oss_http, ts_env, mail_sink
-):
-    start = await pin_clock(ts_env, 12, 1)
-    year = start.year
-    settings = make_settings()
-    account = await open_account(db_url, oss_http, ["mobile-l"] * 3, activated_at=start, bill_cycle_day=15, payment_method=DECLINING_CARD)
-    async with running_worker(settings) as client:
-        await start_billing(client, settings.task_queue, account)
-        handle = client.get_workflow_handle(account.workflow_id)
-
-        # The first cycle closes on 15 Dec: the invoice is sent, the card is declined (soft), the episode opens.
-        invoice = await first_invoice_after(ts_env, db_url, account, local_midnight(date(year, 12, 15)))
-        due = invoice.due_at
-        assert invoice.gross_cents > 100_00
-        declined = await eventually(lambda: [p for p in payments(db_url, account.account_id) if p.invoice_id == invoice.id])
-        assert [(p.status, p.attempt, p.decline_code, p.amount_cents) for p in declined] == [("declined", 1, "generic_decline", invoice.gross_cents)]
-        state = await eventually(lambda: dunning(handle))
-        assert (state.level, state.invoice_id, state.next_step, state.next_step_at, state.suspended) == ("none", invoice.id, "reminder", due + timedelta(days=3), False)
-        assert invoices(db_url, account.account_id)[0].state == "sent"
-
-        # due + 3 days: a reminder e-mail.
-        await advance_to(ts_env, due + timedelta(days=3, hours=1))
-        state = await eventually(lambda: _level(handle, "reminder"))
-        assert (state.next_step, state.next_step_at) == ("retry_payment", due + timedelta(days=7))
-        assert reminder_mails(mail_sink, account) == ["reminder"]
-
-        # due + 7 days: the card is retried (attempt 2, declined again) and the written suspension notice goes out.
-        await advance_to(ts_env, due + timedelta(days=7, hours=1))
-        state = await eventually(lambda: _level(handle, "suspension_notice"))
-        # Two weeks after the notice actually went out (a few milliseconds after it was planned).
-        assert (state.next_step, state.suspended) == ("suspend", False)
-        assert due + timedelta(days=21) <= state.next_step_at < due + timedelta(days=21, minutes=1)
-        attempts = [(p.attempt, p.status, p.amount_cents) for p in payments(db_url, account.account_id) if p.invoice_id == invoice.id]
-        assert attempts == [(1, "declined", invoice.gross_cents), (2, "declined", invoice.gross_cents)]
-        assert reminder_mails(mail_sink, account) == ["reminder", "suspension_notice"]
-        assert {await barring(oss_http, m) for m in account.msisdns} == {"none"}
-
-        # due + 21 days (after the next cycle's invoice, also declined): every line is barred in the OSS.
-        await advance_to(ts_env, due + timedelta(days=21, hours=1))
-        state = await eventually(lambda: _level(handle, "suspend"))
-        assert (state.suspended, state.next_step, state.invoice_id) == (True, None, invoice.id)
-        assert [await barring(oss_http, m) for m in account.msisdns] == ["full"] * 3
-        assert {(p.status, p.status_reason) for p in products(db_url, account.account_id)} == {("suspended", "suspended for arrears")}
-        story = events(db_url, account.account_id)
-        notice = next(e for e in story if e.kind == "dunning.suspension_notice" and e.data["step"] == "suspension_notice")
-        suspended = next(e for e in story if e.kind == "service.suspended")
-        # Written notice at due + 7 days, barring at due + 21 days: the two weeks TKG §61 asks for.
-        assert due + timedelta(days=7) <= notice.at < due + timedelta(days=7, minutes=1)
-        assert due + timedelta(days=21) <= suspended.at < due + timedelta(days=21, minutes=1)
-        assert sorted(suspended.data["msisdns"]) == sorted(account.msisdns)
-        second = invoices(db_url, account.account_id)[1]
-        assert second.local_period_start == date(year, 12, 15) and second.state == "sent"
-        open_items = await balance(handle)
-        assert open_items.open_cents == invoice.gross_cents + second.gross_cents
-        assert [i.invoice_id for i in open_items.open_invoices] == [invoice.id, second.id]
-
-        # A bank transfer of everything open settles both invoices and lifts the barring.
-        payment_id = await pay_by_bank_transfer(client, settings.task_queue, db_url, account, open_items.open_cents, at=await ts_env.get_current_time())
-        state = await eventually(lambda: _level(handle, "none"))
-        assert (state.suspended, state.invoice_id, state.next_step) == (False, None, None)
-        await eventually(lambda: all(p.status == "active" for p in products(db_url, account.account_id)))
-        assert [await barring(oss_http, m) for m in account.msisdns] == ["none"] * 3
-        assert (await balance(handle)).open_cents == 0
-
-    assert [(i.state, i.paid_cents == i.gross_cents) for i in invoices(db_url, account.account_id)] == [("settled", True)] * 2
-    with session_scope(db_url) as session:
-        allocations = {(a.invoice_id, a.amount_cents) for a in session.exec(select(PaymentAllocation).where(PaymentAllocation.payment_id == payment_id))}
-    assert allocations == {(invoice.id, invoice.gross_cents), (second.id, second.gross_cents)}
-    assert [e.kind for e in events(db_url, account.account_id) if e.kind.startswith("service.")] == ["service.suspended", "service.restored"]
-    assert {p.status_reason for p in products(db_url, account.account_id)} == {None}
+# --- 3. dunning ------------------------------------------------------------------------------------
+# An overdue invoice starts a DunningWorkflow episode: the hand-over is tested in test_dunning_handover.py,
+# the whole ladder (notices, fees, §61 TKG barring, retries, lifting) in test_dunning_workflow.py.
 
 
 async def _level(handle, *levels: str) -> DunningView | None:
@@ -308,71 +237,7 @@ async def _level(handle, *levels: str) -> DunningView | None:
     return state if state.level in levels else None
 
 
-# --- 4. below EUR 100: reminders, never a suspension --------------------------------------------
-
-
-async def test_debt_below_100_eur_is_reminded_but_never_suspended(running_worker, make_settings, db_url, oss_http, ts_env, mail_sink):
-    start = await pin_clock(ts_env, 12, 1)
-    settings = make_settings()
-    account = await open_account(db_url, oss_http, ["mobile-s"], activated_at=start, bill_cycle_day=15, payment_method=DECLINING_CARD)
-    async with running_worker(settings) as client:
-        await start_billing(client, settings.task_queue, account)
-        handle = client.get_workflow_handle(account.workflow_id)
-        invoice = await first_invoice_after(ts_env, db_url, account, local_midnight(date(start.year, 12, 15)))
-        due = invoice.due_at
-
-        await advance_to(ts_env, due + timedelta(days=7, hours=1))
-        state = await eventually(lambda: _level(handle, "retry_payment"))
-        # The suspension notice and the suspend step need EUR 100 overdue (min_overdue): no notice
-        # announces a barring that cannot happen, and nothing is left to do.
-        assert (state.next_step, state.next_step_at) == (None, None)
-
-        await advance_to(ts_env, due + timedelta(days=25))
-        state = await dunning(handle)
-        open_items = await balance(handle)
-
-    assert (state.level, state.suspended, state.invoice_id) == ("retry_payment", False, invoice.id)
-    assert 0 < open_items.open_cents < 100_00
-    assert reminder_mails(mail_sink, account) == ["reminder"]
-    assert [(p.attempt, p.status) for p in payments(db_url, account.account_id) if p.invoice_id == invoice.id] == [(1, "declined"), (2, "declined")]
-    assert [p.status for p in products(db_url, account.account_id)] == ["active"]
-    assert [await barring(oss_http, m) for m in account.msisdns] == ["none"]
-    assert not [e for e in events(db_url, account.account_id) if e.kind.startswith("service.")]
-
-
-# --- 5. partial payments and overpayments -------------------------------------------------------
-
-
-async def test_partial_payment_leaves_invoice_partially_paid_and_dunning_goes_on(running_worker, make_settings, db_url, oss_http, ts_env, mail_sink):
-    start = await pin_clock(ts_env, 12, 1)
-    settings = make_settings()
-    account = await open_account(db_url, oss_http, ["mobile-l"] * 3, activated_at=start, bill_cycle_day=15, payment_method=DECLINING_CARD)
-    async with running_worker(settings) as client:
-        await start_billing(client, settings.task_queue, account)
-        handle = client.get_workflow_handle(account.workflow_id)
-        invoice = await first_invoice_after(ts_env, db_url, account, local_midnight(date(start.year, 12, 15)))
-        due = invoice.due_at
-        await advance_to(ts_env, due + timedelta(days=3, hours=1))
-        await eventually(lambda: _level(handle, "reminder"))
-
-        await pay_by_bank_transfer(client, settings.task_queue, db_url, account, 50_00, at=await ts_env.get_current_time())
-        rest = invoice.gross_cents - 50_00
-        await eventually(lambda: invoices(db_url, account.account_id)[0].state == "partiallyPaid")
-        open_items = await eventually(lambda: _open_cents(handle, rest))
-        assert [(i.invoice_id, i.open_cents) for i in open_items.open_invoices] == [(invoice.id, rest)]
-        state = await dunning(handle)
-        assert (state.level, state.invoice_id, state.next_step) == ("reminder", invoice.id, "retry_payment")
-        assert invoices(db_url, account.account_id)[0].paid_cents == 50_00
-
-        # The retry collects only what is still open; the notice goes out since more than EUR 100 is still open.
-        await advance_to(ts_env, due + timedelta(days=7, hours=1))
-        state = await eventually(lambda: _level(handle, "suspension_notice"))
-        assert state.next_step == "suspend"
-
-    attempts = [(p.attempt, p.status, p.amount_cents) for p in payments(db_url, account.account_id) if p.invoice_id == invoice.id and p.method == "card"]
-    assert attempts == [(1, "declined", invoice.gross_cents), (2, "declined", rest)]
-    assert reminder_mails(mail_sink, account) == ["reminder", "suspension_notice"]
-    assert invoices(db_url, account.account_id)[0].state == "partiallyPaid"
+# --- 4. overpayments -------------------------------------------------------
 
 
 async def _open_cents(handle, expected: int) -> BalanceView | None:
@@ -408,7 +273,8 @@ async def test_overpayment_becomes_credit_that_the_next_invoice_uses(running_wor
     second = invoices(db_url, account.account_id)[1]
     assert (second.state, second.paid_cents) == ("partiallyPaid", 5_00)
     assert [(i.invoice_id, i.open_cents) for i in view.open_invoices] == [(second.id, second.gross_cents - 5_00)]
-    assert (state.invoice_id, state.level) == (second.id, "none")
+    # Not yet due: no dunning episode yet (one starts once the invoice is past due; tests/workflows/test_dunning_handover.py).
+    assert (state.invoice_id, state.level, state.episode_id) == (second.id, "none", None)
     transfer = next(p for p in payments(db_url, account.account_id) if p.id == payment_id)
     assert transfer.allocated_cents == transfer.amount_cents
 
@@ -433,54 +299,6 @@ async def test_credit_reduces_the_next_card_charge(running_worker, make_settings
     card = [p for p in payments(db_url, account.account_id) if p.method == "card"]
     assert [(p.status, p.amount_cents) for p in card] == [("succeeded", invoice.gross_cents - 5_00)]
     assert final.open_cents == 0
-
-
-
-async def test_suspension_counts_only_overdue_amounts(running_worker, make_settings, db_url, oss_http, ts_env):
-    start = await pin_clock(ts_env, 12, 1)
-    settings = make_settings()
-    # First invoice about EUR 82 (overdue), the second about EUR 48 (issued 15 Jan, due 29 Jan): EUR 130 open, EUR 82 overdue.
-    account = await open_account(db_url, oss_http, ["mobile-l", "mobile-s"], activated_at=start, bill_cycle_day=15, payment_method=DECLINING_CARD)
-    async with running_worker(settings) as client:
-        await start_billing(client, settings.task_queue, account)
-        handle = client.get_workflow_handle(account.workflow_id)
-        invoice = await first_invoice_after(ts_env, db_url, account, local_midnight(date(start.year, 12, 15)))
-        await advance_to(ts_env, invoice.due_at + timedelta(days=21, hours=1))
-        state = await eventually(lambda: _level(handle, "retry_payment", "suspension_notice", "suspend"))
-        second = invoices(db_url, account.account_id)[1]
-    assert invoice.gross_cents < 100_00 and second.due_at > invoice.due_at + timedelta(days=21, hours=1)
-    assert invoice.gross_cents + second.gross_cents >= 100_00
-    assert state.suspended is False
-    assert {p.status for p in products(db_url, account.account_id)} == {"active"}
-
-
-
-async def test_barring_waits_two_weeks_after_a_delayed_notice(running_worker, make_settings, db_url, oss_http, ts_env, monkeypatch):
-    start = await pin_clock(ts_env, 12, 1)
-    settings = make_settings()
-    account = await open_account(db_url, oss_http, ["mobile-l"] * 3, activated_at=start, bill_cycle_day=15, payment_method=DECLINING_CARD)
-    mail_back_at: list[datetime] = []
-    send = SmtpNotifier.send
-
-    async def flaky_send(self, message):
-        # The mail server is down for the first hour of the notice's day; the activity retries until it is back.
-        if message.idempotency_key.endswith(":suspension_notice") and activity.info().current_attempt_scheduled_time < mail_back_at[0]:
-            raise NotificationUnavailable("simulated SMTP outage")
-        return await send(self, message)
-
-    monkeypatch.setattr(SmtpNotifier, "send", flaky_send)
-    async with running_worker(settings) as client:
-        await start_billing(client, settings.task_queue, account)
-        handle = client.get_workflow_handle(account.workflow_id)
-        invoice = await first_invoice_after(ts_env, db_url, account, local_midnight(date(start.year, 12, 15)))
-        mail_back_at.append(invoice.due_at + timedelta(days=7, hours=1))
-        await advance_to(ts_env, invoice.due_at + timedelta(days=21, hours=3))
-        await eventually(lambda: _level(handle, "suspend", "suspension_notice"))
-        with session_scope(db_url) as session:
-            notice_sent = session.get(Notification, f"dunning:{invoice.id}:suspension_notice").sent_at
-    assert notice_sent >= mail_back_at[0]
-    suspended = [e.at for e in events(db_url, account.account_id) if e.kind == "service.suspended"]
-    assert suspended and all(at - notice_sent >= timedelta(days=14) for at in suspended)
 
 
 
@@ -519,6 +337,7 @@ async def test_no_reminder_for_an_invoice_paid_without_a_signal(running_worker, 
         await advance_to(ts_env, invoice.due_at + timedelta(days=8))
         await eventually(lambda: invoices(db_url, account.account_id)[0].state == "settled")
         state = await dunning(handle)
-    assert state.level == "none"
+    assert (state.level, state.episode_id) == ("none", None)
     assert reminder_mails(mail_sink, account) == []
+    assert not [e for e in events(db_url, account.account_id) if e.kind.startswith("dunning.")]
     assert [p.attempt for p in payments(db_url, account.account_id) if p.method == "card"] == [1]
