@@ -51,6 +51,7 @@ from domain.payments import InvalidPaymentMethod, parse_payment_method
 from domain.rating_engine import BYTES_PER_MB
 from domain.vat import REVERSE_CHARGE_REASON, SELLER_COUNTRY, VatTreatment, line_vat, rate_class_for, vat_treatment
 from domain.vat import Buyer as VatBuyer
+from services.hub_events import CUSTOMER_BILL_CREATE, emit_event
 from persistence.tables import (
     BillingAccount,
     BilledCharge,
@@ -448,6 +449,16 @@ def _number_and_seal(session: Session, settings: Settings, invoice: Invoice, ser
     _seal(session, head, invoice)
     session.add(invoice)
     session.flush()
+    _emit_bill_created(session, invoice)
+
+
+def _emit_bill_created(session: Session, invoice: Invoice) -> None:
+    """TMF678 CustomerBillCreateEvent for the CRM's listeners, in the issuing transaction: a bill exists
+    for the customer once it has its number (an onHold draft is not yet a bill)."""
+    from api import tmf  # the TMF shape of a bill; imported here so the activity module loads without the API
+
+    emit_event(session, event_type=CUSTOMER_BILL_CREATE, resource_type="customerBill", resource_id=invoice.id,
+               resource=tmf.customer_bill(invoice), at=invoice.issued_at)
 
 
 # --- invoices ------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from decimal import Decimal
 from io import BytesIO
 
 import pytest
+from sqlmodel import select
 from lxml import etree
 from pypdf import PdfReader
 
@@ -19,7 +20,7 @@ from adapters.documents.facturx import extract_facturx_xml
 from domain.billing_cycle import BillingPeriod
 from domain.invoicing import ChargeLine
 from persistence.db import session_scope
-from persistence.tables import BillingAccount, Customer, UsageRecord
+from persistence.tables import BillingAccount, Customer, HubEvent, UsageRecord
 from tests.billing.support import at, credit, issue, new_account, settings_for
 from tests.documents.test_invoice_pdf import pdf_text
 from tests.documents.validators import all_errors
@@ -214,3 +215,15 @@ def test_an_approved_draft_gets_its_xml_and_itemised_bill_at_approval(db_url):
 from zoneinfo import ZoneInfo  # noqa: E402
 
 BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def test_issuing_emits_one_customer_bill_create_event_for_the_crm(db_url):
+    """The CRM's listeners hear of a bill once it has its number, from the issuing transaction."""
+    account = new_account(db_url)
+    when = at(2130)
+    invoice = issue_with_usage(db_url, account, when, add_usage(db_url, account, when, [("voice", 60, "4930123456789", 100_000)]))
+    again = issue_with_usage(db_url, account, when, [])  # issuing the same invoice again returns it and emits nothing new
+    assert again.id == invoice.id
+    with session_scope(db_url) as session:
+        emitted = list(session.exec(select(HubEvent).where(HubEvent.resource_key == f"customerBill:{invoice.id}")))
+    assert [(e.event_type, e.sequence) for e in emitted] == [("CustomerBillCreateEvent", 1)]
