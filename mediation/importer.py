@@ -6,9 +6,11 @@
 2. Streams the parser (mediation.detect): each line becomes exactly one outcome, counted in the
    FileReport: accepted (rated and stored, TMF635 status `rated`), duplicate, not_charged, or
    rejected (kept in rejected_usage with its source line and a reason).
-3. Commits every `batch_size` lines in one transaction together with the file's progress
-   (`last_line_no` and the counts), so an import cut off mid-file (crash, kill, database outage)
-   resumes after the last committed line: no line is stored, rejected or counted twice.
+3. Commits batches of at most `batch_size` lines, each in one transaction together with the file's
+   progress (`last_line_no` and the counts), so an import cut off mid-file (crash, kill, database
+   outage) resumes after the last committed line: no line is stored, rejected or counted twice.
+   The batches go through mediation.bulk: tuples instead of ParsedUsage and ORM objects, COPY on
+   PostgreSQL, and the next batch parsed and rated while the previous one is written.
 
 Per line:
 - a line the parser rejects -> rejected_usage with the parser's reason code (rejected_parse);
@@ -17,11 +19,13 @@ Per line:
   filters these out; storing them as 0-unit records would double the usage table for nothing);
 - an event older than `max_age_days` or more than 5 minutes in the future -> rejected_usage,
   reason `out_of_window` (rejected_window), unless its record id is stored already (duplicate);
-- anything else goes to services.usage_ingest.ingest (mapped by `usage_in`: called number, visited
-  country from the PGW MCC): duplicate by record id, guided to the product holding the MSISDN at
-  the event time (else `unknown_subscriber` or `outside_subscription`, rejected_rating), rated
-  with the offering's tariff (a voice call without an E.164 called number is rejected
-  `missing_destination` when the tariff prices destinations differently, rejected_rating).
+- anything else is ingested by the rules of services.usage_ingest.ingest (mediation.bulk applies
+  them in bulk; `usage_in` is the same mapping for one event, used when a line is recycled):
+  duplicate by record id, guided to the product holding the MSISDN at the event time (else
+  `unknown_subscriber` or `outside_subscription`, rejected_rating), rated with the offering's
+  tariff (a voice call without an E.164 called number is rejected `missing_destination` when the
+  tariff prices destinations differently; a visited network's MCC becomes its country), then
+  stored with status `rated` and the rating detail (tariff and version, band, zone, parts).
 
 Record ids are namespaced by source, "<source>:<key>" (source defaults to the format name):
 switch keys are only unique per switch (an Asterisk uniqueid is epoch.sequence). Give each
@@ -33,24 +37,29 @@ errors and ImportConflict are not the file's fault: they propagate, and a later 
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import chain, islice
 from typing import Any, Literal
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session, col, select
+from sqlmodel import select
 
+from config.tariff_loader import cached_tariff_book
 from domain.billing_profile import BillingProfile
 from domain.catalog import Catalog
-from mediation.csvlines import BOM, line_text
+from domain.tariff import TariffBook
+from mediation import bulk
+from mediation.bulk import COUNT_FIELDS, ENGINE_DISPOSITION, OUT_OF_WINDOW, Counts, ImportConflict, Item
+from mediation.csvlines import BOM
 from mediation.detect import PARSERS, SAMPLE_LINES, UnknownFormat, detect_format
 from mediation.mcc import country_of_mcc
 from mediation.numbers import check_country_code
@@ -58,55 +67,32 @@ from mediation.pgw import HeaderError
 from mediation.records import RejectedLine, UsageEvent
 from mediation.timestamps import SwitchClock
 from persistence.db import session_scope
-from persistence.tables import ImportedFile, RejectedUsage, UsageRecord
+from persistence.tables import ImportedFile
 from services.query import utcnow
-from services.usage_ingest import MAX_BATCH, ParsedUsage, UsageIn, ingest
+from services.usage_ingest import UsageIn
 
 log = logging.getLogger(__name__)
 
-OUT_OF_WINDOW = "out_of_window"
 DEFAULT_MAX_AGE_DAYS = 90
 # Switch clocks drift a little; a record further ahead than this is a wrong clock or time zone.
 MAX_FUTURE = timedelta(minutes=5)
-DEFAULT_BATCH_SIZE = 5000
+# Lines per transaction (at most: mediation.bulk starts and ends a file with smaller batches). Each
+# batch locks and writes the allowance counters of the subscribers it touches (often most of them)
+# and runs the spending-limit check of their accounts, so small batches cost more per line. Two
+# batches are in memory at a time (~150 MB each at 100,000 lines), whatever the file's size.
+DEFAULT_BATCH_SIZE = 100_000
+MAX_BATCH_SIZE = 200_000
 # Source names become part of every record id, so keep them short and unambiguous.
 _SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HASH_CHUNK = 1 << 20
+_COUNT_FIELDS = COUNT_FIELDS
 
 FileStatus = Literal["done", "already_imported", "failed"]
-
-
-class ImportConflict(RuntimeError):
-    """Another process moved this file's import on while this one was working on it."""
+__all__ = ["OUT_OF_WINDOW", "Counts", "FileReport", "ImportConflict", "UsageWindow", "check_import_options", "import_file", "usage_in"]
 
 
 class _FileProblem(Exception):
     """The file itself cannot be imported (as opposed to a database problem)."""
-
-
-@dataclass
-class Counts:
-    """What became of a file's lines. Every line read (blank lines and a header aside) is in
-    exactly one count, so `lines` is the sum of the others."""
-
-    lines: int = 0
-    accepted: int = 0
-    duplicates: int = 0
-    not_charged: int = 0
-    rejected_parse: int = 0
-    rejected_window: int = 0
-    rejected_rating: int = 0
-
-    @property
-    def rejected(self) -> int:
-        return self.rejected_parse + self.rejected_window + self.rejected_rating
-
-    def add(self, other: Counts) -> None:
-        for name in _COUNT_FIELDS:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-_COUNT_FIELDS = tuple(f.name for f in fields(Counts))
 
 
 @dataclass(kw_only=True)
@@ -148,6 +134,10 @@ class UsageWindow:
             return f"event time {event_time.isoformat()} is in the future (import at {self.now.isoformat()}); check the switch clock and --timezone"
         return None
 
+    def bounds(self) -> tuple[datetime, datetime]:
+        """(oldest, newest) event time accepted: `problem` is None exactly inside, bounds included."""
+        return self.now - timedelta(days=self.max_age_days), self.now + MAX_FUTURE
+
 
 @dataclass(frozen=True)
 class _Context:
@@ -162,24 +152,26 @@ class _Context:
     catalog: Catalog
     profiles: dict[str, BillingProfile]
     window: UsageWindow
+    header: list[str] | None = None  # a PGW file's header fields: its lines cannot be read again without them
 
     def payload(self, line_no: int, raw: str | None) -> dict[str, Any]:
         """What rejected_usage keeps of a line: the line itself and all it takes to read it again
         the same way (for recycling after a fix)."""
-        return {"format": self.format, "source": self.source, "sourceFile": self.file_name, "fileSha256": self.sha256,
-                "lineNo": line_no, "raw": raw, "timezone": self.timezone, "countryCode": self.country_code}
-
-
-Item = tuple[UsageEvent | RejectedLine, str | None]  # the parser's item and, for an event, its source line
+        payload = {"format": self.format, "source": self.source, "sourceFile": self.file_name, "fileSha256": self.sha256,
+                   "lineNo": line_no, "raw": raw, "timezone": self.timezone, "countryCode": self.country_code}
+        if self.header is not None:
+            payload["header"] = self.header
+        return payload
 
 
 def import_file(db_url: str, path: str | os.PathLike[str], *, catalog: Catalog, profiles: dict[str, BillingProfile],
                 fmt: str | None = None, source: str | None = None, timezone: str = "UTC", country_code: str = "49",
                 batch_size: int = DEFAULT_BATCH_SIZE, max_age_days: int = DEFAULT_MAX_AGE_DAYS,
-                now: datetime | None = None) -> FileReport:
+                now: datetime | None = None, tariffs: TariffBook | None = None) -> FileReport:
     """Import one CDR file exactly once; see the module docstring. `fmt` names the format (else it
     is detected), `source` the record-id namespace (else the format name), `timezone` the zone the
-    switch writes local times in. Bad arguments raise ValueError before the file is touched."""
+    switch writes local times in, `tariffs` the tariff book (default catalog/tariffs.yaml). Bad
+    arguments raise ValueError before the file is touched."""
     check_import_options(fmt=fmt, source=source, timezone=timezone, country_code=country_code, batch_size=batch_size, max_age_days=max_age_days)
     path = os.fspath(path)
     now = now or utcnow()
@@ -197,14 +189,16 @@ def import_file(db_url: str, path: str | os.PathLike[str], *, catalog: Catalog, 
         return report
     try:
         fmt, source = _resume_settings(claim, fmt, source, timezone, country_code)
-        with _open_cdrs(path, fmt, timezone=timezone, country_code=country_code) as (detected, items):
+        with _open_cdrs(path, fmt, timezone=timezone, country_code=country_code) as (detected, header, items, tap):
             report.format = detected
-            if detected is None:
+            if detected is None or tap is None:
                 _forget(db_url, sha256)
             else:
                 context = _Context(sha256, os.path.basename(path), detected, source or detected, timezone, country_code,
-                                   catalog, profiles, UsageWindow(now, max_age_days))
-                _import_items(db_url, context, items, claim.last_line_no, batch_size, now, report)
+                                   catalog, profiles, UsageWindow(now, max_age_days), header)
+                bulk.import_items(db_url, context, items, claim.last_line_no, batch_size, now, report, catalog=catalog,
+                                  profiles=profiles, book=tariffs if tariffs is not None else cached_tariff_book(),
+                                  remaining_lines=tap.remaining_lines)
     except _FileProblem as exc:
         _mark_failed(db_url, sha256, str(exc), now)
         return _failed(report, str(exc))
@@ -221,8 +215,8 @@ def check_import_options(*, fmt: str | None = None, source: str | None = None, t
         raise ValueError(f"source name {source!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
     SwitchClock(timezone)  # raises ValueError for an unknown zone
     check_country_code(country_code)
-    if not 1 <= batch_size <= MAX_BATCH:
-        raise ValueError(f"batch size must be between 1 and {MAX_BATCH}, got {batch_size}")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"batch size must be between 1 and {MAX_BATCH_SIZE:,}, got {batch_size}")
     if max_age_days < 1:
         raise ValueError(f"max age must be at least 1 day, got {max_age_days}")
 
@@ -254,31 +248,36 @@ class _LineTap:
     The parsers keep the raw line only for lines they reject, but a line they accept may still be
     rejected later (unknown subscriber, out of window) and must be kept whole too. The parsers
     yield each item as soon as its line is read, without reading ahead, so when an event arrives
-    the tap holds its line."""
+    the tap holds its line (as bytes: it is decoded only if the event is rejected)."""
 
-    __slots__ = ("_lines", "line_no", "last")
+    __slots__ = ("_lines", "line_no", "last", "bytes_read", "size")
 
-    def __init__(self, lines: Iterable[bytes]) -> None:
+    def __init__(self, lines: Iterable[bytes], size: int) -> None:
         self._lines = lines
         self.line_no = 0
         self.last = b""
+        self.bytes_read = 0
+        self.size = size
 
     def __iter__(self) -> Iterator[bytes]:
         for raw in self._lines:
             self.line_no += 1
+            self.bytes_read += len(raw)
             self.last = raw
             yield raw
 
-    def text_of(self, line_no: int) -> str | None:
-        if line_no != self.line_no:
-            return None  # cannot happen with the parsers as written; keep the record rather than fail
-        raw = self.last[3:] if line_no == 1 and self.last.startswith(BOM) else self.last
-        return line_text(raw)
+    def remaining_lines(self) -> int | None:
+        """About how many lines are left, from the bytes left and the mean line length so far."""
+        if not self.bytes_read:
+            return None
+        return round((self.size - self.bytes_read) * self.line_no / self.bytes_read)
 
 
 @contextmanager
-def _open_cdrs(path: str, fmt: str | None, **options: str) -> Iterator[tuple[str | None, Iterator[Item]]]:
-    """`with _open_cdrs(path, fmt, ...) as (format, items)`: the file's items with their source lines.
+def _open_cdrs(path: str, fmt: str | None, **options: str) -> Iterator[tuple[str | None, list[str] | None, Iterator[Item], _LineTap | None]]:
+    """`with _open_cdrs(path, fmt, ...) as (format, header, items, tap)`: the file's items with their
+    raw lines, for a PGW file its header's fields (kept with rejected lines, to read them again), and
+    the tap that reads the lines (it tells how much of the file is left).
 
     Mirrors mediation.detect.parse_file (detect from the first lines, then stream the rest) with a
     _LineTap between the file and the parser. `format` is None for an empty or blank file."""
@@ -293,20 +292,41 @@ def _open_cdrs(path: str, fmt: str | None, **options: str) -> Iterator[tuple[str
             raise _FileProblem(f"cannot read the file: {exc}") from exc
         if fmt is None:
             if not any(line.strip() for line in head):
-                yield None, iter(())
+                yield None, None, iter(()), None
                 return
             try:
                 fmt = detect_format(head)
             except UnknownFormat as exc:
                 raise _FileProblem(str(exc)) from exc
-        tap = _LineTap(chain(head, handle))
-        yield fmt, _with_source_lines(PARSERS[fmt](tap, source_file=path, **options), tap)
+        try:
+            size = os.fstat(handle.fileno()).st_size
+        except OSError as exc:
+            raise _FileProblem(f"cannot read the file: {exc}") from exc
+        tap = _LineTap(chain(head, handle), size)
+        yield fmt, (_pgw_header(head) if fmt == "pgw" else None), _with_source_lines(PARSERS[fmt](tap, source_file=path, **options), tap), tap
+
+
+def _pgw_header(head: list[bytes]) -> list[str] | None:
+    """The fields of the first non-blank line, as mediation.pgw reads its header; None if there is
+    none among the first lines (the parser then fails the file or finds no records)."""
+    for index, raw in enumerate(head):
+        if index == 0 and raw.startswith(BOM):
+            raw = raw[3:]
+        try:
+            fields = next(csv.reader([raw.decode()], strict=True), [])
+        except (UnicodeDecodeError, csv.Error):
+            return None
+        if fields and not (len(fields) == 1 and not fields[0].strip()):
+            return fields
+    return None
 
 
 def _with_source_lines(parsed: Iterator[UsageEvent | RejectedLine], tap: _LineTap) -> Iterator[Item]:
     try:
         for item in parsed:
-            yield item, (tap.text_of(item.line_no) if item.__class__ is UsageEvent else None)
+            # The tap's line is the event's (the parsers do not read ahead); a mismatch cannot happen
+            # with the parsers as written, and then the record is kept without its line rather than fail.
+            yield item, (tap.last if item.__class__ is UsageEvent and item.line_no == tap.line_no else None)
     except HeaderError as exc:
         raise _FileProblem(f"not a PGW data-record file: {exc}") from exc
     except OSError as exc:
@@ -319,7 +339,7 @@ def _with_source_lines(parsed: Iterator[UsageEvent | RejectedLine], tap: _LineTa
 def _claim(db_url: str, sha256: str, file_name: str, size: int, now: datetime) -> ImportedFile | None:
     """The file's row, created or taken back to status processing; None when it is done already.
     Insert-if-absent, so two processes claiming the same new file do not fail; the per-batch
-    check in _lock_progress keeps them from both importing it."""
+    check in mediation.bulk.lock_progress keeps them from both importing it."""
     with session_scope(db_url) as session:
         insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
         session.execute(insert(ImportedFile.__table__).values(  # type: ignore[attr-defined]
@@ -347,16 +367,6 @@ def _resume_settings(claim: ImportedFile, fmt: str | None, source: str | None, t
     return claim.format, claim.source
 
 
-def _lock_progress(session: Session, sha256: str, expected_line_no: int) -> ImportedFile:
-    row = session.exec(select(ImportedFile).where(ImportedFile.sha256 == sha256).with_for_update()
-                       .execution_options(populate_existing=True)).first()
-    if row is None or row.status != "processing" or row.last_line_no != expected_line_no:
-        state = "gone" if row is None else f"{row.status} at line {row.last_line_no}"
-        raise ImportConflict(f"file {sha256} is being imported by another process (expected processing at line "
-                             f"{expected_line_no}, found {state})")
-    return row
-
-
 def _forget(db_url: str, sha256: str) -> None:
     """Drop the row of a file without records. Every empty file has the same hash, and there is
     nothing in it to import twice: remembering it would only make the next empty file look done."""
@@ -374,85 +384,7 @@ def _mark_failed(db_url: str, sha256: str, error: str, now: datetime) -> None:
             session.add(row)
 
 
-# --- batches -------------------------------------------------------------------------------------
-
-
-def _import_items(db_url: str, context: _Context, items: Iterator[Item], resume_after: int, batch_size: int,
-                  now: datetime, report: FileReport) -> None:
-    committed = resume_after
-    batch: list[Item] = []
-    for item in items:
-        if item[0].line_no <= committed:
-            continue  # committed by an earlier, interrupted run
-        batch.append(item)
-        if len(batch) == batch_size:
-            committed = _commit_batch(db_url, context, committed, batch, now, report, final=False)
-            batch = []
-    _commit_batch(db_url, context, committed, batch, now, report, final=True)
-
-
-def _commit_batch(db_url: str, context: _Context, expected_line_no: int, batch: Sequence[Item], now: datetime,
-                  report: FileReport, *, final: bool) -> int:
-    """Store one batch and the file's progress in one transaction; returns the new last_line_no.
-    The final batch (possibly empty) also marks the file done."""
-    with session_scope(db_url) as session:
-        row = _lock_progress(session, context.sha256, expected_line_no)
-        counts = _store(session, batch, context, now) if batch else Counts()
-        for name in _COUNT_FIELDS:
-            setattr(row, name, getattr(row, name) + getattr(counts, name))
-        if batch:
-            row.last_line_no = batch[-1][0].line_no
-        row.format, row.source, row.timezone = context.format, context.source, context.timezone
-        if final and row.lines == 0:
-            session.delete(row)  # a header and nothing else: nothing to remember, as with _forget
-        else:
-            if final:
-                row.status, row.finished_at = "done", now
-            session.add(row)
-        last_line_no = row.last_line_no
-    report.add(counts)  # only once committed
-    return last_line_no
-
-
-def _store(session: Session, batch: Sequence[Item], context: _Context, now: datetime) -> Counts:
-    counts = Counts(lines=len(batch))
-    rejections: list[RejectedUsage] = []
-    parsed: list[ParsedUsage] = []
-    late: list[tuple[str, dict[str, Any], str]] = []  # (record id, payload, reason) outside the window
-    for item, raw in batch:
-        if item.__class__ is RejectedLine:
-            line: RejectedLine = item  # type: ignore[assignment]
-            rejections.append(RejectedUsage(record_id=None, reason_code=line.reason_code, reason=line.reason[:2000],
-                                            payload=context.payload(line.line_no, line.raw), received_at=now))
-            counts.rejected_parse += 1
-            continue
-        event: UsageEvent = item  # type: ignore[assignment]
-        if event.disposition != "ANSWERED":
-            counts.not_charged += 1
-            continue
-        record_id = f"{context.source}:{event.record_id}"
-        payload = context.payload(event.line_no, raw)
-        problem = context.window.problem(event.start)
-        if problem is not None:
-            late.append((record_id, payload, problem))
-            continue
-        parsed.append(ParsedUsage(record_id, payload, usage=usage_in(record_id, event)))
-
-    # A record already stored is a duplicate even when it is now too old: it was charged once.
-    stored = _stored_ids(session, {record_id for record_id, _, _ in late})
-    for record_id, payload, problem in late:
-        if record_id in stored:
-            counts.duplicates += 1
-        else:
-            rejections.append(RejectedUsage(record_id=record_id, reason_code=OUT_OF_WINDOW, reason=problem, payload=payload, received_at=now))
-            counts.rejected_window += 1
-
-    ingested = ingest(session, parsed, context.catalog, context.profiles, now=now)
-    counts.accepted += ingested.accepted
-    counts.duplicates += ingested.duplicates
-    counts.rejected_rating += ingested.rejected
-    session.add_all(rejections)
-    return counts
+# --- what ingestion rates of a CDR event ---------------------------------------------------------
 
 
 def usage_in(record_id: str, event: UsageEvent) -> UsageIn:
@@ -466,18 +398,5 @@ def usage_in(record_id: str, event: UsageEvent) -> UsageIn:
         roaming = country_of_mcc(event.roaming_mcc) or f"MCC {event.roaming_mcc}"
     return UsageIn(record_id=record_id, kind=event.kind, event_time=event.start, msisdn=event.msisdn, quantity=event.quantity,
                    destination=event.destination if event.kind != "data" else None, roaming_country=roaming,
-                   disposition=_ENGINE_DISPOSITION.get(event.disposition, event.disposition))
+                   disposition=ENGINE_DISPOSITION.get(event.disposition, event.disposition))
 
-
-# mediation spells "no answer" NO_ANSWER; the rating engine knows both spellings, ingestion stores the engine's.
-_ENGINE_DISPOSITION = {"NO_ANSWER": "NO ANSWER"}
-
-
-def _stored_ids(session: Session, ids: set[str]) -> set[str]:
-    if not ids:
-        return set()
-    found: set[str] = set()
-    ordered = sorted(ids)
-    for start in range(0, len(ordered), 1000):  # within every database's bind-parameter limit
-        found.update(session.exec(select(UsageRecord.id).where(col(UsageRecord.id).in_(ordered[start:start + 1000]))))
-    return found

@@ -39,7 +39,7 @@ def _import_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timezone", default="UTC", help="IANA zone the switch writes local times in (default UTC)")
     parser.add_argument("--country-code", default="49", help="country code for national numbers (default 49)")
     parser.add_argument("--max-age-days", type=int, help="reject events older than this many days as out_of_window (default 90)")
-    parser.add_argument("--batch-size", type=int, help="lines per transaction (default 5000)")
+    parser.add_argument("--batch-size", type=int, help="lines per transaction (default 100000, at most 200000)")
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:

@@ -43,6 +43,13 @@ def compiled(tariff: Tariff, timezone: str) -> CompiledTariff:
     return _entry(tariff, timezone)[1]
 
 
+def engine_and_lock(tariff: Tariff, timezone: str) -> tuple[CompiledTariff, threading.Lock]:
+    """The compiled tariff and the lock to hold while rating with it (see rate_rows), for callers
+    that rate many groups with one tariff and keep both at hand instead of looking them up per group."""
+    _, engine, lock = _entry(tariff, timezone)
+    return engine, lock
+
+
 def rate_rows(tariff: Tariff, timezone: str, rows: Sequence[EventRow], limits: AllowanceLimits, used: AllowanceState,
               eu_data_cap_bytes: int | None) -> list[RatedRow]:
     """CompiledTariff.rate_batch, one thread at a time per compiled tariff: its band calendar is

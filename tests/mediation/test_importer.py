@@ -18,7 +18,7 @@ from sqlmodel import col, select
 from config.catalog_loader import load_catalog
 from config.profiles import load_billing_profiles
 from config.settings import REPO_ROOT, get_settings
-from mediation import RejectedLine, UsageEvent, importer, parse_file
+from mediation import RejectedLine, UsageEvent, bulk, importer, parse_file
 from mediation.csvlines import line_text
 from mediation.importer import FileReport, import_file
 from o2c_cli.main import main
@@ -333,7 +333,7 @@ def test_an_import_cut_off_mid_file_resumes_after_the_last_committed_batch(db_ur
         asterisk_line(sub.msisdn, uid(), NOW - timedelta(hours=2), 60),
     ]
     path = write(tmp_path, "Master.csv", lines)
-    real_ingest = importer.ingest
+    real_write = bulk.write_batch
     batches = 0
 
     def crash_in_the_second_batch(*args, **kwargs):
@@ -341,12 +341,12 @@ def test_an_import_cut_off_mid_file_resumes_after_the_last_committed_batch(db_ur
         batches += 1
         if batches == 2:
             raise ConnectionError("database went away")
-        return real_ingest(*args, **kwargs)
+        return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(importer, "ingest", crash_in_the_second_batch)
+    monkeypatch.setattr(bulk, "write_batch", crash_in_the_second_batch)
     with pytest.raises(ConnectionError):
         run_import(db_url, path, batch_size=2)
-    monkeypatch.setattr(importer, "ingest", real_ingest)
+    monkeypatch.setattr(bulk, "write_batch", real_write)
     sha256 = importer.file_digest(str(path))[0]
     cut = imported_row(db_url, sha256)
     assert (cut.status, cut.last_line_no, cut.accepted, cut.rejected_parse) == ("processing", 2, 1, 1)
