@@ -29,7 +29,8 @@ def episodes(db_url: str, account_id: str) -> list[DunningEpisode]:
 
 def hub_events(db_url: str, event_type: str) -> list[HubEvent]:
     with session_scope(db_url) as session:
-        return list(session.exec(select(HubEvent).where(HubEvent.event_type == event_type)))
+        # In emission order: each resource's events are numbered (without ORDER BY, PostgreSQL may return any order).
+        return list(session.exec(select(HubEvent).where(HubEvent.event_type == event_type).order_by(HubEvent.resource_key, HubEvent.sequence)))
 
 
 async def first_invoice(ts_env, db_url, account, year: int):
