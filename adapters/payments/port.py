@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from domain.payments import ChargeRequest, MandateAcceptance, PaymentOutcome, SavedPaymentMethod, classify_decline
+from domain.payments import (
+    ChargeRequest,
+    InvalidPaymentMethod,
+    MandateAcceptance,
+    PaymentOutcome,
+    SavedPaymentMethod,
+    classify_decline,
+    parse_payment_method,
+)
 
 
 class GatewayError(Exception):
@@ -40,6 +48,17 @@ class IdempotencyConflict(GatewayError):
 class GatewayRequestRejected(GatewayError):
     """The gateway rejected the request as invalid (other than the payment method itself)."""
 
+
+
+def card_to_attach(payment_method: str) -> str:
+    """The card payment-method id that attach_card saves; anything else is refused the same way by every gateway."""
+    try:
+        ref = parse_payment_method(payment_method)
+    except InvalidPaymentMethod as exc:
+        raise GatewayRequestRejected(str(exc)) from exc
+    if ref.kind != "card" or ref.payment_method_id is None:
+        raise GatewayRequestRejected("not a card payment method; save a SEPA debit with setup_sepa_debit")
+    return ref.payment_method_id
 
 class PaymentMethodRejected(GatewayError):
     """The gateway refused to save a payment method (a declined card on attach, a failed SEPA

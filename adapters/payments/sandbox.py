@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from adapters.payments.port import GatewayRequestRejected, IdempotencyConflict, PaymentMethodRejected, PaymentNotFound
+from adapters.payments.port import GatewayRequestRejected, card_to_attach, IdempotencyConflict, PaymentMethodRejected, PaymentNotFound
 from domain.payments import (
     TEST_CARD_ALIASES,
     ChargeRequest,
@@ -210,13 +210,8 @@ class SandboxGateway:
         return "sbx_cus_" + hashlib.sha256(billing_account_id.encode()).hexdigest()[:24]
 
     async def attach_card(self, customer_id: str, payment_method: str) -> SavedPaymentMethod:
-        try:
-            ref = parse_payment_method(payment_method)
-        except InvalidPaymentMethod as exc:
-            raise GatewayRequestRejected(str(exc)) from exc
-        if ref.kind != "card" or ref.payment_method_id is None:
-            raise GatewayRequestRejected("not a card payment method; save a SEPA debit with setup_sepa_debit")
-        alias = instrument_key(ref.payment_method_id)
+        card_id = card_to_attach(payment_method)
+        alias = instrument_key(card_id)
         instrument = TEST_INSTRUMENTS.get(alias)
         if instrument is None or instrument.kind != "card":
             raise GatewayRequestRejected(f"No such PaymentMethod: {payment_method!r}")

@@ -29,6 +29,7 @@ from adapters.payments.port import (
     IdempotencyConflict,
     PaymentMethodRejected,
     PaymentNotFound,
+    card_to_attach,
 )
 from domain.payments import (
     PAYMENT_STATUS_RANK,
@@ -178,18 +179,13 @@ class StripeGateway:
         return customer["id"]
 
     async def attach_card(self, customer_id: str, payment_method: str) -> SavedPaymentMethod:
-        try:
-            ref = parse_payment_method(payment_method)
-        except InvalidPaymentMethod as exc:
-            raise GatewayRequestRejected(str(exc)) from exc
-        if ref.kind != "card" or ref.payment_method_id is None:
-            raise GatewayRequestRejected("not a card payment method; save a SEPA debit with setup_sepa_debit")
+        card_id = card_to_attach(payment_method)
         try:
             pm = await asyncio.to_thread(
                 self._client.v1.payment_methods.attach,
-                ref.payment_method_id,
+                card_id,
                 {"customer": customer_id},
-                {"idempotency_key": f"o2c-attach-{customer_id}-{ref.payment_method_id}"},
+                {"idempotency_key": f"o2c-attach-{customer_id}-{card_id}"},
             )
         except stripe.CardError as exc:
             raise _rejected_method(exc) from exc
