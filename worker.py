@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -12,15 +13,19 @@ from temporalio.worker import Worker
 
 from activities.bill_run import BillRunActivities
 from activities.billing import BillingActivities
+from activities.invoice_issuer import render_in_processes
 from activities.dunning import DunningActivities
 from activities.orders import OrderActivities
+from activities.refund_poll import RefundPollActivities
+from activities.service_state import ServiceStateActivities
 from adapters.notify.email import SmtpNotifier
+from adapters.notify.sms import HttpSmsSender
 from adapters.oss.http_client import HttpOssClient
 from adapters.payments.factory import build_gateway
 from adapters.http.hub_dispatcher import run_hub_dispatcher
 from adapters.temporal.client import WorkflowGateway, connect
 from adapters.temporal.outbox_relay import OutboxRelay, workflow_handlers
-from adapters.temporal.schedules import ensure_bill_run_schedule
+from adapters.temporal.schedules import ensure_bill_run_schedule, ensure_oss_reconciliation_schedule, ensure_refund_poll_schedule
 from config.catalog_loader import load_catalog
 from config.dunning_loader import load_dunning_config
 from config.profiles import load_billing_profiles
@@ -31,10 +36,15 @@ from workflows.bill_run import BillRunCheckWorkflow
 from workflows.billing_account import BillingAccountWorkflow
 from workflows.dunning import DunningWorkflow
 from workflows.order import OrderWorkflow
+from workflows.refund_poll import RefundPollWorkflow
+from workflows.service_state import OssReconciliationWorkflow, ServiceStateWorkflow
 
 log = logging.getLogger("o2c.worker")
+# Processes that render invoice PDFs (CPU-bound): one per core, at most 4.
+RENDER_PROCESSES = min(4, os.cpu_count() or 1)
 
-WORKFLOWS = [OrderWorkflow, BillingAccountWorkflow, BillRunCheckWorkflow, DunningWorkflow]
+WORKFLOWS = [OrderWorkflow, BillingAccountWorkflow, BillRunCheckWorkflow, DunningWorkflow, ServiceStateWorkflow, OssReconciliationWorkflow,
+             RefundPollWorkflow]
 
 
 def activities_of(*holders: object) -> list:
@@ -73,7 +83,9 @@ def build_activities(settings: Settings, profiles: dict | None = None) -> list:
         OrderActivities(settings.database_url, catalog, oss, settings.task_queue),
         BillingActivities(settings, catalog, profiles, gateway, oss, notifier),
         BillRunActivities(settings.database_url, profiles),
-        DunningActivities(settings, dunning, gateway, oss, notifier),
+        DunningActivities(settings, dunning, gateway, oss, notifier, sms=HttpSmsSender(settings.sms_url) if settings.sms_url else None),
+        ServiceStateActivities(settings.database_url, oss),
+        RefundPollActivities(settings.database_url, gateway),
     )
 
 
@@ -93,9 +105,14 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
 async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     migrate(settings.database_url)
+    render_in_processes(RENDER_PROCESSES)  # PDFs off the worker's GIL (activities.invoice_issuer.seal_documents)
     client = await connect(settings.temporal_address, settings.temporal_namespace)
     if await ensure_bill_run_schedule(client, settings.task_queue):
         log.info("created the nightly bill-run check schedule")
+    if await ensure_oss_reconciliation_schedule(client, settings.task_queue):
+        log.info("created the nightly OSS reconciliation schedule")
+    if await ensure_refund_poll_schedule(client, settings.task_queue):
+        log.info("created the hourly refund poll schedule")
     with ThreadPoolExecutor(max_workers=32) as executor:
         worker = build_worker(client, settings, executor)
         # SIGTERM (docker stop, Kubernetes, `o2c up`) gets the same graceful shutdown as Ctrl-C:

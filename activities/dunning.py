@@ -2,10 +2,11 @@
 so a retry after a crash or a timeout repeats nothing the customer or the OSS would notice:
 
 - notices: the Notification row's key (and the e-mail's Message-ID derived from it);
-- late fees: the pending charge's key `dunning-fee:<episode>:<level>`;
+- late fees: the pending charge's key `dunning-fee:<episode>:<level>`, its fee invoice's id derived from it;
 - payment retries: the gateway idempotency key from invoice and attempt (domain.payments.ChargeRequest);
 - barring: the OSS service order's externalId `dunning:<episode>:<step>:<product>`;
-- termination: the final bill request's idempotency key `dunning-final-bill:<episode>`;
+- termination: the OSS service order's externalId `terminate:<episode>:<product>`, the final bill request's
+  idempotency key `dunning-final-bill:<episode>`;
 - every record: the dunning_action row's key.
 
 Every action also writes a BusinessEvent for the customer's story."""
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from functools import partial
 from decimal import Decimal
 from typing import Literal, Protocol
 
@@ -22,10 +24,15 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from api import tmf
-from activities.ledger import credit_cents, open_invoices
+from activities import msisdn_pool
+from activities.dunning_fee_invoice import LATE_FEE_KIND, credit_fee_invoice, fee_credit_note_id, fee_invoice_id, fee_invoice_mail, issue_fee_invoice
+from activities.billing import BlockingWork
+from activities.invoice_issuer import move_invoice, record_settlement
+from activities.ledger import allocate_payments, credit_cents, open_invoices
 from activities.order_records import record_event, utcnow
+from activities.oss_orders import place_order
 from adapters.notify.email import EmailMessageSpec, NotificationRejected, NotificationUnavailable, SmtpNotifier
-from adapters.oss.port import OssClient, OssRejected, OssUnavailable
+from adapters.oss.port import OssClient
 from adapters.payments.port import GatewayError, GatewayUnavailable, PaymentGateway
 from config.dunning_loader import DunningConfig
 from config.settings import Settings
@@ -36,11 +43,24 @@ from domain.money import from_minor
 from domain.payments import ChargeRequest, parse_payment_method
 from domain.products import ProductStatus
 from persistence.db import session_scope
-from persistence.tables import BillingAccount, BillOnDemand, Customer, DunningAction, DunningEpisode, Notification, Payment, PendingOneTimeCharge, Product
+from persistence.tables import (
+    BillingAccount,
+    BillOnDemand,
+    Customer,
+    DunningAction,
+    DunningEpisode,
+    Invoice,
+    Notification,
+    Payment,
+    PendingOneTimeCharge,
+    Product,
+)
 from services import dunning as records
+from services.audit import SYSTEM, record_audit
 from services.hub_events import DUNNING_LEVEL_CHANGE, emit_event, emit_product_event
 from services.payments import advance_payment, emit_payment_event
 from services.pending_charges import WAIVED, add_pending_charge, waive_pending_charge
+from services.service_state import note_underlying, record_status_change, split_manual_holds
 
 # Payment states in which an invoice is not charged again off-session (see retry_plan).
 IN_FLIGHT = ("processing", "requires_action", "unknown")
@@ -49,7 +69,7 @@ FINAL_BILL_NAMESPACE = uuid.UUID("0d6b5e3c-86c4-4f43-9f0e-7f3c1ad0b7e2")
 
 
 class SmsSender(Protocol):
-    """An SMS gateway (none ships with o2c yet). Must be idempotent on `idempotency_key`."""
+    """An SMS gateway (adapters.notify.sms.HttpSmsSender). Must be idempotent on `idempotency_key`."""
 
     async def send(self, *, to: str, text: str, idempotency_key: str) -> str: ...
 
@@ -94,8 +114,10 @@ class LateFeeRequest(BaseModel):
 
 
 class WaiveResult(BaseModel):
-    waived: list[str] = []
-    already_billed: list[str] = []
+    waived: list[str] = []  # not yet invoiced: waived
+    credited: list[str] = []  # on their fee invoice: credited in full by a credit note
+    credit_notes: list[str] = []  # the credit notes' numbers
+    already_billed: list[str] = []  # on an invoice that cannot be credited here
     already_waived: list[str] = []
 
 
@@ -184,17 +206,80 @@ class CloseRequest(BaseModel):
     level: str | None = None
 
 
+def sms_recipients(session: Session, account: BillingAccount, customer: Customer | None) -> list[str]:
+    """Where an SMS notice goes: the MSISDN of every line of the account not yet terminated (a barred line still
+    receives SMS), in E.164 with "+"; the customer's phone number when the account has no line."""
+    live = (ProductStatus.ACTIVE, ProductStatus.SUSPENDED)
+    products = session.exec(select(Product).where(Product.billing_account_id == account.id, Product.status.in_(live)).order_by(Product.msisdn)).all()
+    numbers = [p.msisdn for p in products if p.msisdn] or ([customer.phone] if customer is not None and customer.phone else [])
+    return list(dict.fromkeys(n if n.startswith("+") else f"+{n}" for n in numbers))
+
+
+def write_off_id(episode_id: str) -> str:
+    return f"writeOff:{episode_id}"
+
+
+def write_off(session: Session, account: BillingAccount, req: HandOverRequest, *, at: datetime) -> int:
+    """Books the write-off of what is still open on `req.invoice_ids` (once per episode); returns the amount.
+    Money received and not yet allocated is applied first, so only what is really unpaid is written off."""
+    entry_id = write_off_id(req.episode_id)
+    existing = session.get(Payment, entry_id)
+    if existing is not None:
+        return existing.amount_cents
+    allocate_payments(session, account.id)
+    invoices = [i for i in open_invoices(session, account.id) if i.id in set(req.invoice_ids) and i.gross_cents > i.paid_cents]
+    amount = sum(i.gross_cents - i.paid_cents for i in invoices)
+    if amount <= 0:
+        return 0
+    reason = f"written off for arrears (dunning episode {req.episode_id}, level {req.level})"
+    entry = Payment(id=entry_id, correlator_id=entry_id, billing_account_id=account.id, amount_cents=amount, currency=account.currency,
+                    method="write_off", status="succeeded", description=reason.capitalize(), recorded_by="dunning", created_at=at)
+    session.add(entry)
+    session.flush()
+    before = [{"invoiceId": i.id, "number": i.number, "state": i.state, "openCents": i.gross_cents - i.paid_cents} for i in invoices]
+    for invoice in invoices:
+        record_settlement(session, entry, invoice, invoice.gross_cents - invoice.paid_cents, at)
+    record_audit(session, SYSTEM, "dunning.write_off", "billingAccount", account.id, reason=reason, before={"openInvoices": before},
+                 after={"writeOff": entry_id, "amountCents": amount, "invoices": [{"invoiceId": i.id, "state": i.state} for i in invoices]},
+                 customer_id=account.customer_id, at=at)
+    return amount
+
+
+def collections_dossier(session: Session, account: BillingAccount, req: HandOverRequest) -> dict:
+    """What the collection agency gets: the debtor, the invoices handed over with what is open on each, the
+    episode's late fees and the notices sent (with when)."""
+    customer = session.get(Customer, account.customer_id)
+    invoices = [i for i in open_invoices(session, account.id) if i.id in set(req.invoice_ids)]
+    fees = session.exec(select(PendingOneTimeCharge).where(PendingOneTimeCharge.source == req.episode_id)).all()
+    sent = session.exec(select(Notification).where(Notification.id.startswith(f"dunning:{req.episode_id}:"))).all()
+    return {
+        "debtor": {"customerId": account.customer_id, "name": customer.name if customer else None, "email": account.email or (customer.email if customer else None),
+                   "phone": customer.phone if customer else None, "address": customer.address if customer else None, "billingAccountId": account.id},
+        "invoices": [{"invoiceId": i.id, "number": i.number, "issuedAt": i.issued_at.isoformat(), "dueAt": i.due_at.isoformat(),
+                      "grossCents": i.gross_cents, "openCents": i.gross_cents - i.paid_cents} for i in invoices],
+        "lateFees": [{"key": f.key, "amountCents": f.amount_cents, "status": f.status, "invoiceId": f.invoice_id} for f in fees],
+        "notices": sorted(({"channel": n.channel, "subject": n.subject, "sentAt": n.sent_at.isoformat()} for n in sent), key=lambda n: n["sentAt"]),
+        "currency": account.currency,
+        "openCents": sum(i.gross_cents - i.paid_cents for i in invoices),
+    }
+
+
 def arrears(session: Session, billing_account_id: str, as_of: datetime) -> DunningBalance:
     invoices = open_invoices(session, billing_account_id)
     overdue = [i for i in invoices if i.due_at <= as_of and i.gross_cents > i.paid_cents]
     credit = credit_cents(session, billing_account_id)
     overdue_cents = sum(i.gross_cents - i.paid_cents for i in overdue) - credit
     open_cents = sum(i.gross_cents - i.paid_cents for i in invoices) - credit
-    return DunningBalance(as_of=as_of, overdue_cents=max(overdue_cents, 0), open_cents=open_cents,
+    fee_cents = sum(i.gross_cents - i.paid_cents for i in overdue if i.kind == LATE_FEE_KIND)
+    return DunningBalance(as_of=as_of, overdue_cents=max(overdue_cents, 0), open_cents=open_cents, fee_cents=min(fee_cents, max(overdue_cents, 0)),
                           overdue_invoice_ids=[i.id for i in overdue], overdue_invoice_numbers=[i.number or i.id for i in overdue])
 
 
-class DunningActivities:
+class DunningActivities(BlockingWork):
+    """The DunningWorkflow's activities. The async ones run their database work on a thread pool (BlockingWork), never on the event loop."""
+
+    _blocking_name = "dunning-blocking"
+
     def __init__(self, settings: Settings, config: DunningConfig, gateway: PaymentGateway, oss: OssClient, notifier: SmtpNotifier,
                  sms: SmsSender | None = None) -> None:
         self.settings = settings
@@ -243,31 +328,47 @@ class DunningActivities:
     @activity.defn(name="dunning_send_notice")
     async def send_notice(self, req: NoticeRequest) -> NoticeResult:
         template = self.config.template(req.template)
-        with session_scope(self.db_url) as session:
-            account = self._account(session, req.billing_account_id)
-            customer = session.get(Customer, account.customer_id)
-            episode = session.get(DunningEpisode, req.episode_id)
-            values = self._notice_values(session, account, customer, episode, req)
-            subject, body = template.render(values)
-            already = session.get(Notification, req.key)
-            recipient = (account.email or (customer.email if customer else None)) if req.channel == "email" else (customer.phone if customer else None)
+
+        def read():  # noqa: ANN202
+            with session_scope(self.db_url) as session:
+                account = self._account(session, req.billing_account_id)
+                customer = session.get(Customer, account.customer_id)
+                episode = session.get(DunningEpisode, req.episode_id)
+                values = self._notice_values(session, account, customer, episode, req)
+                subject, body = template.render(values)
+                already = session.get(Notification, req.key)
+                msisdns: list[str] = []
+                if req.channel == "email":
+                    recipient = account.email or (customer.email if customer else None)
+                else:
+                    msisdns = sms_recipients(session, account, customer)
+                    recipient = ", ".join(msisdns)
+                return account, subject, body, already, recipient, msisdns
+
+        account, subject, body, already, recipient, msisdns = await self._in_thread(read)
         if already is not None:
             return NoticeResult(sent=True, sent_at=already.sent_at, recipient=already.recipient, subject=already.subject)
         kind = "dunning.barring_notice" if req.announces_barring else "dunning.notice"
         if not recipient:
-            return self._notice_not_sent(req, account, f"no {'e-mail address' if req.channel == 'email' else 'phone number'} on file")
+            return await self._in_thread(self._notice_not_sent, req, account, f"no {'e-mail address' if req.channel == 'email' else 'mobile number'} on file")
         try:
             if req.channel == "email":
                 message_id = await self.notifier.send(EmailMessageSpec(to=recipient, subject=subject, body_text=body, idempotency_key=req.key))
             elif self.sms is not None:
-                message_id = await self.sms.send(to=recipient, text=body, idempotency_key=req.key)
+                # One SMS to every line of the account (key per number: the gateway sends each once).
+                ids = [await self.sms.send(to=msisdn, text=body, idempotency_key=f"{req.key}:{msisdn}") for msisdn in msisdns]
+                message_id = ",".join(ids)
             else:
-                return self._notice_not_sent(req, account, "no SMS gateway is configured")
+                return await self._in_thread(self._notice_not_sent, req, account, "no SMS gateway is configured")
         except NotificationUnavailable as error:
             raise ApplicationError(f"SMTP unavailable: {error}", type="NotificationUnavailable") from error
         except NotificationRejected as error:
             # A refused address or message will not be accepted on retry: the workflow records it.
             raise ApplicationError(f"notice refused: {error}", type="NotificationRejected", non_retryable=True) from error
+        await self._in_thread(self._notice_sent, req, account, kind, recipient, subject, message_id)
+        return NoticeResult(sent=True, sent_at=utcnow(), recipient=recipient, subject=subject)
+
+    def _notice_sent(self, req: NoticeRequest, account: BillingAccount, kind: str, recipient: str, subject: str, message_id: str) -> None:
         with session_scope(self.db_url) as session:
             if session.get(Notification, req.key) is None:
                 session.add(Notification(id=req.key, billing_account_id=account.id, channel=req.channel, recipient=recipient,
@@ -279,7 +380,6 @@ class DunningActivities:
                 records.record_action(session, key=req.key, episode_id=req.episode_id, billing_account_id=account.id, kind="notice",
                                       level=req.level, at=utcnow(), data={"template": req.template, "channel": req.channel, "recipient": recipient,
                                                                           "barringAt": req.barring_at.isoformat() if req.barring_at else None})
-        return NoticeResult(sent=True, sent_at=utcnow(), recipient=recipient, subject=subject)
 
     def _notice_not_sent(self, req: NoticeRequest, account: BillingAccount, reason: str) -> NoticeResult:
         with session_scope(self.db_url) as session:
@@ -318,24 +418,108 @@ class DunningActivities:
     # --- late fees ---------------------------------------------------------------------------------------
 
     @activity.defn(name="dunning_add_late_fee")
-    def add_late_fee(self, req: LateFeeRequest) -> str:
-        """The fee becomes a pending one-time charge that the account's next invoice bills."""
+    async def add_late_fee(self, req: LateFeeRequest) -> str:
+        """Records the fee (pending charge `dunning-fee:<episode>:<level>`) and bills it at once on its own
+        invoice (activities.dunning_fee_invoice: category O cannot share an invoice), which is e-mailed like
+        any invoice. Repeating it finds the fee, its invoice and its mail and does nothing again."""
+        key, invoice_id = await self._in_thread(self._bill_late_fee, req)
+        if invoice_id is not None:
+            await self._send_document(invoice_id, req.billing_account_id)
+        return key
+
+    def _bill_late_fee(self, req: LateFeeRequest) -> tuple[str, str | None]:
         with session_scope(self.db_url) as session:
             account = self._account(session, req.billing_account_id)
             row, created = add_pending_charge(session, key=req.key, billing_account_id=account.id, amount=req.amount, description=req.description,
                                               kind="late_fee", vat_rate=req.vat_rate, vat_category=req.vat_category, source=req.episode_id, at=utcnow())
             if created:
-                record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="dunning.late_fee",
-                             message=f"Dunning level {req.level}: late fee {req.description} of {req.amount} EUR added to the next invoice",
-                             data={"episodeId": req.episode_id, "level": req.level, "pendingChargeKey": row.key})
                 records.record_action(session, key=req.key, episode_id=req.episode_id, billing_account_id=account.id, kind="late_fee",
                                       level=req.level, at=utcnow(), data={"amountCents": row.amount_cents, "pendingChargeKey": row.key})
-            return row.key
+            if row.status == WAIVED:
+                return row.key, None
+            if row.invoice_id is not None:
+                return row.key, row.invoice_id
+            try:
+                with session.begin_nested():
+                    invoice = issue_fee_invoice(session, self.settings, account, row, utcnow())
+            except ValueError as error:
+                # The issuer found the document invalid (EN 16931); the savepoint undid number and chain.
+                if created:
+                    record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="dunning.late_fee_not_invoiced",
+                                 message=f"Dunning level {req.level}: late fee {req.description} of {req.amount} EUR recorded but not invoiced: {error}; "
+                                         "staff must bill it by hand",
+                                 data={"episodeId": req.episode_id, "level": req.level, "pendingChargeKey": row.key})
+                return row.key, None
+            record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="dunning.late_fee",
+                         message=f"Dunning level {req.level}: late fee {req.description} of {req.amount} EUR billed on invoice {invoice.number} "
+                                 f"(due {invoice.due_at:%Y-%m-%d})",
+                         data={"episodeId": req.episode_id, "level": req.level, "pendingChargeKey": row.key, "invoiceId": invoice.id,
+                               "number": invoice.number})
+            return row.key, invoice.id
+
+    async def _send_document(self, invoice_id: str, billing_account_id: str) -> None:
+        """E-mails a fee invoice or its credit note with its PDF, once: the Notification key `invoice:<id>` is the
+        one activities.billing.send_invoice uses, so neither path sends it twice. Duplicates the few lines of
+        send_invoice it needs (that activity belongs to the billing-account workflow). A refused address is
+        recorded, not retried: an undeliverable mail must not hold up dunning."""
+        key = f"invoice:{invoice_id}"
+
+        def read():  # noqa: ANN202
+            with session_scope(self.db_url) as session:
+                if session.get(Notification, key) is not None:
+                    return None
+                invoice = session.get(Invoice, invoice_id)
+                account = self._account(session, billing_account_id)
+                customer = session.get(Customer, account.customer_id)
+                recipient = account.email or (customer.email if customer else None)
+                subject, body = fee_invoice_mail(invoice, customer, self.settings.seller_name)
+                return account, recipient, subject, body, invoice.pdf or b"", invoice.number
+
+        mail = await self._in_thread(read)
+        if mail is None:
+            return
+        account, recipient, subject, body, pdf, number = mail
+        if not recipient:
+            return
+        try:
+            message_id = await self.notifier.send(EmailMessageSpec(to=recipient, subject=subject, body_text=body, idempotency_key=key,
+                                                                   attachments=[(f"{number}.pdf", "application/pdf", pdf)]))
+        except NotificationUnavailable as error:
+            raise ApplicationError(f"SMTP unavailable: {error}", type="NotificationUnavailable") from error
+        except NotificationRejected as error:
+            await self._in_thread(self._delivery_failed, account, invoice_id, f"{number} could not be e-mailed to {recipient}: {error}")
+            return
+        await self._in_thread(self._document_sent, key, account, invoice_id, recipient, subject, message_id)
+
+    def _delivery_failed(self, account: BillingAccount, invoice_id: str, message: str) -> None:
+        with session_scope(self.db_url) as session:
+            record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="invoice.delivery_failed",
+                         message=message, data={"invoiceId": invoice_id})
+
+    def _document_sent(self, key: str, account: BillingAccount, invoice_id: str, recipient: str, subject: str, message_id: str) -> None:
+        with session_scope(self.db_url) as session:
+            if session.get(Notification, key) is None:
+                session.add(Notification(id=key, billing_account_id=account.id, recipient=recipient, subject=subject, message_id=message_id,
+                                         sent_at=utcnow()))
+            invoice = session.get(Invoice, invoice_id)
+            if invoice.state in ("new", "validated"):
+                move_invoice(invoice, state="sent")
+                session.add(invoice)
 
     @activity.defn(name="dunning_waive_fees")
-    def waive_fees(self, episode_id: str, billing_account_id: str, keys: list[str], actor: str, reason: str) -> WaiveResult:
-        result = WaiveResult()
+    async def waive_fees(self, episode_id: str, billing_account_id: str, keys: list[str], actor: str, reason: str) -> WaiveResult:
+        """Waives fees: one not yet invoiced is marked waived; one already on its fee invoice is credited in
+        full by a credit note (once per fee), which settles the fee invoice or becomes account credit, and is
+        e-mailed. `already_billed` lists fees that could not be credited (e.g. billed on some other invoice)."""
+        result, notes = await self._in_thread(self._waive_fees, billing_account_id, keys, actor, reason)
+        for note_id in notes:
+            await self._send_document(note_id, billing_account_id)
+        return result
+
+    def _waive_fees(self, billing_account_id: str, keys: list[str], actor: str, reason: str) -> tuple[WaiveResult, list[str]]:
+        result, notes = WaiveResult(), []
         with session_scope(self.db_url) as session:
+            account = self._account(session, billing_account_id)
             for key in keys:
                 before = session.exec(select(PendingOneTimeCharge).where(PendingOneTimeCharge.key == key)).first()
                 if before is None:
@@ -346,9 +530,20 @@ class DunningActivities:
                     result.waived.append(key)
                 elif row.status == WAIVED:
                     result.already_waived.append(key)
+                elif row.invoice_id is not None and row.invoice_id == fee_invoice_id(key):
+                    already = session.get(Invoice, fee_credit_note_id(key)) is not None
+                    note = credit_fee_invoice(session, self.settings, row, reason=reason, actor=actor, at=utcnow())
+                    (result.already_waived if already else result.credited).append(key)
+                    result.credit_notes.append(note.number)
+                    notes.append(note.id)
+                    if not already:
+                        record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="dunning.late_fee_credited",
+                                     message=f"Late fee {row.description} waived after it was invoiced: credit note {note.number} "
+                                             f"over {from_minor(-note.gross_cents)} EUR (by {actor}: {reason})",
+                                     data={"pendingChargeKey": key, "invoiceId": row.invoice_id, "creditNoteId": note.id})
                 else:
                     result.already_billed.append(key)
-        return result
+        return result, notes
 
     # --- payment retries ---------------------------------------------------------------------------------
 
@@ -375,16 +570,18 @@ class DunningActivities:
     async def retry_payment(self, req: RetryRequest) -> RetryResult:
         """Charges the invoice's open amount from the saved payment method. The same (invoice, attempt) is
         the same gateway idempotency key: retrying this activity after a timeout cannot charge twice."""
-        with session_scope(self.db_url) as session:
-            account = self._account(session, req.billing_account_id)
-            invoice = next((i for i in open_invoices(session, account.id) if i.id == req.invoice_id), None)
-            open_cents = (invoice.gross_cents - invoice.paid_cents) if invoice is not None else 0
-            method = account.payment_method
-            number = invoice.number if invoice is not None else req.invoice_id
+        def read():  # noqa: ANN202
+            with session_scope(self.db_url) as session:
+                account = self._account(session, req.billing_account_id)
+                invoice = next((i for i in open_invoices(session, account.id) if i.id == req.invoice_id), None)
+                open_cents = (invoice.gross_cents - invoice.paid_cents) if invoice is not None else 0
+                return account, open_cents, account.payment_method, invoice.number if invoice is not None else req.invoice_id
+
+        account, open_cents, method, number = await self._in_thread(read)
         if open_cents <= 0:
             return RetryResult(status="nothing_due")
         if not method:
-            self._retry_recorded(req, account, RetryResult(status="no_payment_method"), open_cents, number)
+            await self._in_thread(self._retry_recorded, req, account, RetryResult(status="no_payment_method"), open_cents, number)
             return RetryResult(status="no_payment_method")
         request = ChargeRequest(invoice_id=req.invoice_id, attempt=req.attempt, amount_minor=open_cents, account_id=account.id,
                                 payment_method=method, description=f"Invoice {number} (dunning)")
@@ -399,6 +596,14 @@ class DunningActivities:
             raise ApplicationError(f"payment gateway refused the request: {error}", type=type(error).__name__, non_retryable=True) from error
         result = RetryResult(status=outcome.status, payment_id=request.idempotency_key, amount_cents=open_cents,
                              decline_code=outcome.decline_code, decline_class=outcome.decline_class)
+        await self._in_thread(self._store_retry, req, account, request, open_cents, method, outcome)
+        if outcome.status == "unknown":
+            # Retried by Temporal with the same attempt, hence the same idempotency key: it cannot charge twice.
+            raise ApplicationError(f"the outcome of charge {request.idempotency_key} is unknown; reconciling again", type="PaymentOutcomeUnknown")
+        await self._in_thread(self._retry_recorded, req, account, result, open_cents, number)
+        return result
+
+    def _store_retry(self, req: RetryRequest, account: BillingAccount, request: ChargeRequest, open_cents: int, method: str, outcome) -> None:  # noqa: ANN001
         with session_scope(self.db_url) as session:
             payment = session.exec(select(Payment).where(Payment.correlator_id == request.idempotency_key)).first()
             if payment is None:
@@ -412,11 +617,39 @@ class DunningActivities:
             else:
                 # Never backwards (a replayed request answers with its first result).
                 advance_payment(session, payment, outcome.status, at=utcnow(), decline_code=outcome.decline_code)
-        if outcome.status == "unknown":
-            # Retried by Temporal with the same attempt, hence the same idempotency key: it cannot charge twice.
-            raise ApplicationError(f"the outcome of charge {request.idempotency_key} is unknown; reconciling again", type="PaymentOutcomeUnknown")
-        self._retry_recorded(req, account, result, open_cents, number)
-        return result
+
+    @activity.defn(name="dunning_check_payment")
+    async def check_payment(self, payment_id: str) -> RetryResult:
+        """Looks up a retry's debit still in flight (SEPA `processing`) at the gateway: the polling fallback for
+        a lost webhook, as activities.billing.check_payment does for the account's own charges. The payment row
+        only moves forward; a change is told in the customer's story. Returns the row's status after the look."""
+        gateway_id, correlator = await self._in_thread(self._payment_refs, payment_id)
+        try:
+            outcome = await (self.gateway.retrieve(gateway_id) if gateway_id is not None else self.gateway.find_by_idempotency(correlator))
+        except GatewayUnavailable as error:
+            raise ApplicationError(f"payment gateway unavailable: {error}", type="GatewayUnavailable") from error
+        except GatewayError as error:
+            raise ApplicationError(f"the gateway cannot tell payment {payment_id}: {error}", type=type(error).__name__, non_retryable=True) from error
+        return await self._in_thread(self._payment_checked, payment_id, outcome)
+
+    def _payment_refs(self, payment_id: str) -> tuple[str | None, str]:
+        with session_scope(self.db_url) as session:
+            payment = session.get(Payment, payment_id)
+            if payment is None:
+                raise ApplicationError(f"payment {payment_id} does not exist", type="UnknownPayment", non_retryable=True)
+            return payment.gateway_payment_id, payment.correlator_id
+
+    def _payment_checked(self, payment_id: str, outcome) -> RetryResult:  # noqa: ANN001
+        with session_scope(self.db_url) as session:
+            payment = session.get(Payment, payment_id)
+            if outcome is not None and advance_payment(session, payment, outcome.status, at=utcnow(), decline_code=outcome.decline_code):
+                account = self._account(session, payment.billing_account_id)
+                record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind=f"dunning.payment_retry.{payment.status}",
+                             message=f"Dunning payment {payment.id} of {from_minor(payment.amount_cents)} EUR is {payment.status} (checked with the gateway)"
+                                     + (f", {outcome.decline_code}" if outcome.decline_code else ""),
+                             data={"invoiceId": payment.invoice_id, "paymentId": payment.id})
+            return RetryResult(status=payment.status, payment_id=payment.id, amount_cents=payment.amount_cents, decline_code=payment.decline_code,
+                               decline_class=outcome.decline_class if outcome is not None else None)
 
     def _retry_recorded(self, req: RetryRequest, account: BillingAccount, result: RetryResult, open_cents: int, number: str) -> None:
         key = f"{req.episode_id}:retry:{req.invoice_id}:{req.attempt}"
@@ -440,34 +673,43 @@ class DunningActivities:
         activities.billing.set_service_barring does, with dunning's own idempotency keys. The OSS being down
         or slow fails the attempt (Temporal retries it with the same externalIds: the OSS replays); a line the
         OSS refuses is reported and the others are still changed."""
-        with session_scope(self.db_url) as session:
-            account = self._account(session, req.billing_account_id)
-            live = (ProductStatus.ACTIVE, ProductStatus.SUSPENDED)
-            products = list(session.exec(select(Product).where(Product.billing_account_id == account.id, Product.status.in_(live))))
+        account, products, held = await self._in_thread(self._barring_targets, req.billing_account_id)
         result = BarringResult()
         changed: list[Product] = []
         for product in products:
-            try:
-                ref = await self.oss.set_barring(external_id=f"dunning:{req.key}:{product.id}", msisdn=product.msisdn, barring=req.barring)
-            except OssUnavailable as error:
-                raise ApplicationError(f"OSS unavailable: {error}", type="OssUnavailable") from error
-            except OssRejected as error:
-                result.refused.append(f"{product.msisdn} ({error})")
+            refused = await place_order(partial(self.oss.set_barring, external_id=f"dunning:{req.key}:{product.id}", msisdn=product.msisdn,
+                                                barring=req.barring), "barring order")
+            if refused is not None:
+                result.refused.append(f"{product.msisdn} ({refused})")
                 continue
-            if ref.state != "completed":
-                raise ApplicationError(f"barring order {ref.id} is {ref.state}; retrying until it is completed", type="OssPending")
             changed.append(product)
             result.changed.append(product.msisdn)
+        await self._in_thread(self._record_barring, req, account, held, changed, result)
+        return result
+
+    def _barring_targets(self, billing_account_id: str) -> tuple[BillingAccount, list[Product], list[Product]]:
+        with session_scope(self.db_url) as session:
+            account = self._account(session, billing_account_id)
+            live = (ProductStatus.ACTIVE, ProductStatus.SUSPENDED)
+            products = list(session.exec(select(Product).where(Product.billing_account_id == account.id, Product.status.in_(live))))
+            # A staff suspension holds its lines: dunning's bar is kept under it (docs/service-state.md).
+            products, held = split_manual_holds(session, products)
+            return account, products, held
+
+    def _record_barring(self, req: BarringRequest, account: BillingAccount, held: list[Product], changed: list[Product], result: BarringResult) -> None:
         target = ProductStatus.ACTIVE if req.barring == "none" else ProductStatus.SUSPENDED
         with session_scope(self.db_url) as session:
+            note_underlying(session, held, req.barring, f"barred for arrears ({req.barring})", purpose="arrears")
             for product in changed:
                 row = session.get(Product, product.id)
                 reason = None if target == ProductStatus.ACTIVE else f"barred for arrears ({req.barring})"
                 if row.status != target or row.status_reason != reason:
                     # The reason follows too (a line a spending cap barred is now barred for arrears: the cap's end leaves it barred).
                     moved = row.status != target
+                    previous = row.status
                     row.status, row.status_reason = target, reason
                     session.add(row)
+                    record_status_change(session, row, previous, reason=req.reason, source="dunning")
                     if moved:
                         session.flush()
                         emit_product_event(session, row, at=utcnow())
@@ -485,45 +727,94 @@ class DunningActivities:
                     record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="service.barring_refused",
                                  message=f"The OSS refused barring {req.barring} for {', '.join(result.refused)}; staff must check these lines",
                                  data={"episodeId": req.episode_id, "refused": result.refused, "key": req.key})
-        return result
 
     # --- termination and the end of the road -----------------------------------------------------------------
 
     @activity.defn(name="dunning_request_termination")
-    def request_termination(self, req: TerminationRequest) -> str | None:
-        """Records the termination for arrears and, with a final bill, a customerBillOnDemand request that
-        the billing-account workflow issues (signal `bill_on_demand`). Returns that request's id."""
+    async def request_termination(self, req: TerminationRequest) -> str | None:
+        """Terminates the contract for arrears: every line not yet terminated is terminated in the OSS (TMF641
+        service order `delete`, externalId `terminate:<episode>:<product>`: a repeat is replayed by the OSS), the
+        product moves to `terminated` with its termination date (charges stop there; ProductStateChangeEvent),
+        its number goes into the pool's quarantine; with a final bill, a customerBillOnDemand request that the
+        billing-account workflow issues (signal `bill_on_demand`). Returns that request's id. The OSS being down
+        fails the attempt (Temporal retries; the same externalIds); a line the OSS refuses is reported, the
+        others are still terminated."""
+        products = await self._in_thread(self._live_lines, req.billing_account_id)
+        terminated, refused = [], []
+        for product in products:
+            refusal = await place_order(partial(self.oss.terminate_service, external_id=f"terminate:{req.episode_id}:{product.id}",
+                                                          msisdn=product.msisdn), "termination order")
+            if refusal is not None:
+                refused.append(f"{product.msisdn} ({refusal})")
+                continue
+            terminated.append(product.id)
+        return await self._in_thread(self._record_termination, req, terminated, refused)
+
+    def _live_lines(self, billing_account_id: str) -> list[Product]:
+        with session_scope(self.db_url) as session:
+            account = self._account(session, billing_account_id)
+            live = (ProductStatus.ACTIVE, ProductStatus.SUSPENDED, ProductStatus.PENDING_TERMINATE)
+            return list(session.exec(select(Product).where(Product.billing_account_id == account.id, Product.status.in_(live))))
+
+    def _record_termination(self, req: TerminationRequest, terminated: list[str], refused: list[str]) -> str | None:
         key = f"{req.episode_id}:terminate"
+        now = utcnow()
         with session_scope(self.db_url) as session:
             account = self._account(session, req.billing_account_id)
+            msisdns = []
+            for product_id in terminated:
+                row = session.get(Product, product_id)
+                msisdns.append(row.msisdn)
+                if row.status != ProductStatus.TERMINATED:
+                    row.status, row.status_reason, row.termination_date = ProductStatus.TERMINATED, f"terminated for arrears ({req.level})", now
+                    session.add(row)
+                    session.flush()
+                    emit_product_event(session, row, at=now)
+                    if row.msisdn:
+                        msisdn_pool.retire(session, row.msisdn)
             request_id = None
             if req.final_bill:
                 request_id = str(uuid.uuid5(FINAL_BILL_NAMESPACE, req.episode_id))
                 if session.get(BillOnDemand, request_id) is None:
-                    now = utcnow()
                     session.add(BillOnDemand(id=request_id, billing_account_id=account.id, name="Schlussrechnung",
                                              description=f"Final bill: contract terminated for arrears (dunning level {req.level})",
                                              state="inProgress", idempotency_key=f"dunning-final-bill:{req.episode_id}", requested_by="dunning",
                                              created_at=now, updated_at=now))
             _row, created = records.record_action(session, key=key, episode_id=req.episode_id, billing_account_id=account.id, kind="terminate",
-                                                  level=req.level, at=utcnow(), status="requested",
-                                                  data={"finalBillRequestId": request_id, "overdueCents": req.overdue_cents})
+                                                  level=req.level, at=now, status="done" if not refused else "partial",
+                                                  data={"finalBillRequestId": request_id, "overdueCents": req.overdue_cents,
+                                                        "msisdns": msisdns, "refused": refused})
             if created:
-                record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="dunning.termination_requested",
-                             message=f"Dunning level {req.level}: contract termination for arrears of {from_minor(req.overdue_cents)} EUR requested"
+                record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="dunning.terminated",
+                             message=f"Dunning level {req.level}: contract terminated for arrears of {from_minor(req.overdue_cents)} EUR; "
+                                     f"lines terminated in the OSS: {', '.join(msisdns) or 'none'}"
                                      + (f", final bill requested ({request_id})" if request_id else ""),
-                             data={"episodeId": req.episode_id, "finalBillRequestId": request_id})
+                             data={"episodeId": req.episode_id, "finalBillRequestId": request_id, "msisdns": msisdns})
+                if refused:
+                    record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="service.termination_refused",
+                                 message=f"The OSS refused terminating {', '.join(refused)}; staff must check these lines",
+                                 data={"episodeId": req.episode_id, "refused": refused})
             return request_id
 
     @activity.defn(name="dunning_hand_over")
     def hand_over(self, req: HandOverRequest) -> None:
+        """The end of the road. `collections`: the debt goes to an external agency; o2c records the hand-over and
+        stores the dossier it hands over (debtor, invoices, fees, notices) in the action's data; the invoices stay
+        open in o2c's ledger. `write_off`: the overdue invoices are written off in the ledger: one entry of method
+        `write_off` (id `writeOff:<episode>`) settles what is left of each (a PaymentAllocation per invoice), so
+        the balance due is 0; the invoice's TMF678 state moves as any settlement moves it (`settled`), the write-off
+        being visible as that allocation. Audited (actor o2c, reason) and told in the customer's story."""
         with session_scope(self.db_url) as session:
             account = self._account(session, req.billing_account_id)
+            data: dict = {"agency": req.agency, "overdueCents": req.overdue_cents, "invoiceIds": req.invoice_ids}
+            if req.kind == "collections":
+                data["dossier"] = collections_dossier(session, account, req)
+            else:
+                data["writtenOffCents"] = write_off(session, account, req, at=utcnow())
             _row, created = records.record_action(session, key=f"{req.episode_id}:{req.kind}", episode_id=req.episode_id, billing_account_id=account.id,
-                                                  kind=req.kind, level=req.level, at=utcnow(),
-                                                  data={"agency": req.agency, "overdueCents": req.overdue_cents, "invoiceIds": req.invoice_ids})
+                                                  kind=req.kind, level=req.level, at=utcnow(), data=data)
             if created:
-                what = f"handed over to {req.agency}" if req.kind == "collections" else "written off"
+                what = f"handed over to {req.agency}" if req.kind == "collections" else f"written off ({from_minor(data['writtenOffCents'])} EUR booked)"
                 record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind=f"dunning.{req.kind}",
                              message=f"Dunning level {req.level}: arrears of {from_minor(req.overdue_cents)} EUR {what}",
                              data={"episodeId": req.episode_id, "invoiceIds": req.invoice_ids})

@@ -6,6 +6,12 @@ and the document sealed: `content_hash` is SHA-256 over its canonical content in
 document's hash. If anything fails the transaction rolls back, number and chain position included,
 so neither has a gap.
 
+Cycle invoices (the bill run) are issued in two short steps instead, so that no lock is held while a
+PDF renders: `issue_invoice(documents_later=True)` commits the content with its gapless number (no
+chain lock), then `seal_documents` renders outside any transaction and seals under the chain lock
+(chain order is then seal order, not number order). Until it is sealed the invoice has no PDF and is
+not sent; persistence.tables lets exactly these fields be set once on such a numbered document.
+
 Issued documents never change (persistence.tables guards it); `move_invoice` below is the one way
 o2c moves an invoice's state and settled amount, and `record_settlement` the one way money settles it.
 """
@@ -14,14 +20,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import re
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from activities.invoice_charges import PendingCharge
@@ -36,6 +47,7 @@ from adapters.documents.einvoice import (
     SepaCreditTransfer,
     SepaDirectDebit,
     Seller,
+    VatExemption,
     build_cii_xml,
     einvoice_from_computed,
     xrechnung_problems,
@@ -94,8 +106,11 @@ def next_sequence(session: Session, series: str) -> int:
     """Takes the next number of a series inside the caller's transaction (row-locked on PostgreSQL,
     write-locked on SQLite), so two workers never get the same number and a rollback leaves no gap."""
     if session.get(InvoiceSequence, series) is None:
-        session.add(InvoiceSequence(series=series, last_value=0))
-        session.flush()
+        try:
+            with session.begin_nested():  # a savepoint: issuers that are not serialised by the chain lock may race to create it
+                session.add(InvoiceSequence(series=series, last_value=0))
+        except IntegrityError:
+            pass  # another issuer created the series first; its row is locked and counted below like any other
     session.exec(update(InvoiceSequence).where(InvoiceSequence.series == series).values(last_value=InvoiceSequence.last_value + 1))
     return session.exec(select(InvoiceSequence.last_value).where(InvoiceSequence.series == series)).one()
 
@@ -208,10 +223,13 @@ def _apply_vat_treatment(charges: list[PendingCharge], treatment: VatTreatment) 
         return charges
     out = []
     for charge in charges:
+        if charge.line.vat_category == "O":  # outside the scope of VAT (a fee that is damages): no supply, so no reverse charge either
+            out.append(charge)
+            continue
         rate_class = rate_class_for(charge.line.vat_rate) if charge.line.vat_category in ("S", "Z") else "standard"
         vat = line_vat(treatment, rate_class)
-        out.append(PendingCharge(charge.line.model_copy(update={"vat_category": vat.category, "vat_rate": vat.rate}),
-                                 charge.charge_keys, charge.usage_ids))
+        # replace() keeps every other field (billed_fees, vat_exemption): losing billed fees would bill a fee twice.
+        out.append(replace(charge, line=charge.line.model_copy(update={"vat_category": vat.category, "vat_rate": vat.rate})))
     return out
 
 
@@ -286,8 +304,27 @@ def _payment_means(settings: Settings, account: BillingAccount, *, credit: bool,
     return CardPayment(pan_last4=last4)
 
 
+# Keys a stored line has beside InvoiceLine's fields: the credited line of a credit note, and BT-120 of a category O line.
+_LINE_EXTRAS = ("credited_line_no", "vat_exemption_reason")
+OUT_OF_SCOPE_CODE = "VATEX-EU-O"  # BT-121 of category O (CEF VATEX list)
+DEFAULT_OUT_OF_SCOPE_TEXT = "Nicht steuerbar"  # the PDF's note for O lines whose charge named no reason
+
+
+def out_of_scope_only(invoice: Invoice) -> bool:
+    """Every line outside the scope of VAT (category O): BR-O-02/-03/-04 then forbid the seller's, the seller's tax
+    representative's and the buyer's VAT identifiers on the document (the seller's tax number, BT-32, stays: §14 UStG)."""
+    categories = {v["vat_category"] for v in invoice.vat_breakdown} or {line.get("vat_category", "S") for line in invoice.lines}
+    return categories == {"O"}
+
+
+def out_of_scope_reason(invoice: Invoice) -> str | None:
+    """BT-120 of the document's category O: the reasons its O lines carry (from their charges), in line order."""
+    reasons = [line["vat_exemption_reason"] for line in invoice.lines if line.get("vat_category") == "O" and line.get("vat_exemption_reason")]
+    return "; ".join(dict.fromkeys(reasons)) or None
+
+
 def _computed_from_stored(invoice: Invoice) -> ComputedInvoice:
-    lines = [InvoiceLine.model_validate({k: v for k, v in line.items() if k != "credited_line_no"}) for line in invoice.lines]
+    lines = [InvoiceLine.model_validate({k: v for k, v in line.items() if k not in _LINE_EXTRAS}) for line in invoice.lines]
     return ComputedInvoice(lines=lines, totals=InvoiceTotals(
         net_total=from_minor(invoice.net_cents), vat_total=from_minor(invoice.vat_cents), gross_total=from_minor(invoice.gross_cents),
         vat_breakdown=[VatBreakdown.model_validate(v) for v in invoice.vat_breakdown]))
@@ -300,6 +337,12 @@ def einvoice_xml(settings: Settings, invoice: Invoice, account: BillingAccount, 
     credit = invoice.kind == CREDIT_NOTE
     treatment = buyer_vat_treatment(customer)
     leitweg = (account.leitweg_id or "").strip() or None
+    no_vat_ids = out_of_scope_only(invoice)
+    seller, buyer = _seller(settings), _buyer(customer, account, treatment)
+    if no_vat_ids:  # BR-O-02/-03/-04 (o2c names no tax representative, BG-11)
+        seller, buyer = seller.model_copy(update={"vat_id": None}), buyer.model_copy(update={"vat_id": None})
+    reason = out_of_scope_reason(invoice)
+    exemptions = {"O": VatExemption(text=reason, code=OUT_OF_SCOPE_CODE)} if reason else None
 
     # BT-73/74 must contain every line's period (PEPPOL-EN16931-R110/R111): fees billed in advance
     # reach into the next period, so the document's period spans the closed period and those lines.
@@ -311,7 +354,7 @@ def einvoice_xml(settings: Settings, invoice: Invoice, account: BillingAccount, 
         return einvoice_from_computed(
             _computed_from_stored(invoice), number=invoice.number, issue_date=invoice.issued_at.astimezone(tz).date(),
             period_start=min(starts), period_end_exclusive=max(ends),
-            seller=_seller(settings), buyer=_buyer(customer, account, treatment),
+            seller=seller, buyer=buyer, exemptions=exemptions,
             payment_means=_payment_means(settings, account, credit=credit, xrechnung=xrechnung),
             due_date=None if credit else invoice.due_at.astimezone(tz).date(), payment_terms=payment_note,
             currency=invoice.currency, type_code="381" if credit else "380",
@@ -390,6 +433,10 @@ def render_document(settings: Settings, invoice: Invoice, account: BillingAccoun
         title = "Rechnung / Invoice"
         note = f"Payable by {invoice.due_at.astimezone(tz):%d.%m.%Y}. We collect it from your saved payment method where one is on file."
     vat_notes = []
+    no_vat_ids = out_of_scope_only(invoice)
+    if no_vat_ids:
+        vat_notes.append(f"{out_of_scope_reason(invoice) or DEFAULT_OUT_OF_SCOPE_TEXT}: nicht umsatzsteuerbar, es wird keine Umsatzsteuer "
+                         "berechnet / outside the scope of VAT, no VAT is charged.")
     if any(v["vat_category"] == "AE" for v in invoice.vat_breakdown):
         vat_id = buyer_vat_treatment(customer).buyer_vat_id or customer.vat_id
         vat_notes.append(f"{REVERSE_CHARGE_REASON} (§13b UStG, Art. 196 MwStSystRL). USt-IdNr. des Leistungsempfängers / "
@@ -399,8 +446,8 @@ def render_document(settings: Settings, invoice: Invoice, account: BillingAccoun
         issue_date=invoice.issued_at.astimezone(tz).date(),
         due_date=None if credit else invoice.due_at.astimezone(tz).date(),
         service_period=_period_label(invoice.local_period_start, invoice.local_period_end),
-        seller=_seller_party(settings),
-        buyer=_party_from_customer(customer),
+        seller=_seller_party(settings).model_copy(update={"vat_id": None}) if no_vat_ids else _seller_party(settings),
+        buyer=_party_from_customer(customer).model_copy(update={"vat_id": None}) if no_vat_ids else _party_from_customer(customer),
         customer_number=customer.id,
         billing_account_id=account.id,
         currency=invoice.currency,
@@ -452,6 +499,86 @@ def _number_and_seal(session: Session, settings: Settings, invoice: Invoice, ser
     _emit_bill_created(session, invoice)
 
 
+def _number(session: Session, invoice: Invoice, series: str, account: BillingAccount) -> None:
+    """Gives a document with final content its gapless number, without PDF or seal (see seal_documents).
+    The series' row stays locked until the caller commits, so call it last in the transaction."""
+    year = invoice.issued_at.astimezone(zone(account.timezone)).year
+    invoice.number = format_invoice_number(series, year, next_sequence(session, f"{series}-{year}"))
+    session.add(invoice)
+    session.flush()
+    _emit_bill_created(session, invoice)
+
+
+def seal_documents(db_url: str, settings: Settings, invoice_id: str) -> bool:
+    """Renders a numbered, not yet sealed document's PDF and XML and seals it into the chain; True when
+    this call sealed it. The rendering (most of the cost) runs outside any transaction and lock; only the
+    seal takes the chain's lock, for a few milliseconds. Idempotent: a document sealed already (by an
+    earlier try, a concurrent one or the nightly bill-run check) is left as it is, and the PDF rendered
+    here is thrown away. The PDF is made from the stored content (only the Factur-X metadata's time
+    differs between two renders); the seal covers the stored PDF's SHA-256 exactly as for documents
+    sealed when numbered."""
+    from persistence.db import session_scope  # activities import this module; the engine is only needed here
+
+    with session_scope(db_url) as session:
+        invoice = session.get(Invoice, invoice_id)
+        if invoice is None or invoice.number is None or invoice.content_hash is not None or invoice.pdf is not None:
+            return False  # a draft, sealed already, or a document from before the chain (it keeps its PDF, unsealed)
+        account = session.get(BillingAccount, invoice.billing_account_id)
+        customer = session.get(Customer, invoice.customer_id)
+        usage = list(session.exec(select(UsageRecord).where(UsageRecord.invoice_id == invoice.id))) if account.itemised_bill else []
+    rendered = _render_for_seal(settings, invoice, account, customer, usage)
+    with session_scope(db_url) as session:
+        head = _lock_chain(session)
+        row = session.exec(select(Invoice).where(Invoice.id == invoice_id).execution_options(populate_existing=True)).one()
+        if row.content_hash is not None or row.pdf is not None:
+            return False
+        row.pdf, row.xml = rendered.pdf, rendered.xml
+        _seal(session, head, row)
+        session.add(row)
+        session.flush()
+    return True
+
+
+_render_pool: ProcessPoolExecutor | None = None
+_render_pool_lock = threading.Lock()
+
+
+def render_in_processes(workers: int) -> None:
+    """From now on seal_documents renders in `workers` separate processes (0: in the calling thread, the
+    default). Rendering is pure CPU in Python; in the worker's process it holds the GIL that every
+    activity thread and the workflows need, so a thread holding the series' or chain's lock waits behind
+    it. The processes are started ("spawn": the worker runs Temporal's threads) on first use."""
+    global _render_pool
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 0 else None
+    with _render_pool_lock:
+        old, _render_pool = _render_pool, pool
+    if old is not None:
+        old.shutdown(wait=False)
+
+
+def _render_job(settings: Settings, invoice: Invoice, account: BillingAccount, customer: Customer, usage: list[UsageRecord]) -> RenderedDocument:
+    return render_document(settings, invoice, account, customer, usage=usage)
+
+
+def _render_for_seal(settings: Settings, invoice: Invoice, account: BillingAccount, customer: Customer, usage: list[UsageRecord]) -> RenderedDocument:
+    pool = _render_pool
+    if pool is not None:
+        try:
+            return pool.submit(_render_job, settings, invoice, account, customer, usage).result()
+        except BrokenProcessPool:  # a render process died (OOM, killed): render here, and start fresh processes next time
+            log.warning("a document render process died; rendering %s in the worker's thread", invoice.number)
+            render_in_processes(pool._max_workers)
+    return render_document(settings, invoice, account, customer, usage=usage)
+
+
+def unsealed_invoice_ids(session: Session, issued_before: datetime, limit: int = 1000) -> list[str]:
+    """Numbered documents still waiting for their PDF and seal (their seal_documents has not run yet)."""
+    statement = (select(Invoice.id).where(col(Invoice.number).is_not(None), col(Invoice.content_hash).is_(None), col(Invoice.pdf).is_(None),
+                                          Invoice.issued_at < issued_before)
+                 .order_by(col(Invoice.issued_at)).limit(limit))
+    return list(session.exec(statement))
+
+
 def _emit_bill_created(session: Session, invoice: Invoice) -> None:
     """TMF678 CustomerBillCreateEvent for the CRM's listeners, in the issuing transaction: a bill exists
     for the customer once it has its number (an onHold draft is not yet a bill)."""
@@ -467,9 +594,14 @@ def _emit_bill_created(session: Session, invoice: Invoice) -> None:
 def issue_invoice(
     session: Session, settings: Settings, account: BillingAccount, period: BillingPeriod, charges: list[PendingCharge],
     issued_at: datetime, due_at: datetime, kind: str = "cycle", *, hold: bool = False, invoice_id: str | None = None,
+    documents_later: bool = False,
 ) -> Invoice | None:
     """Issues the invoice for `charges` (or returns the one already issued for this id). With `hold`, it
-    is an onHold draft instead: content final, no number, no PDF, not in the chain, until approve_invoice."""
+    is an onHold draft instead: content final, no number, no PDF, not in the chain, until approve_invoice.
+
+    With `documents_later` the invoice only gets its number here (content final, gapless, committed with
+    the caller's transaction); `seal_documents` renders its PDF and XML afterwards, outside any lock, and
+    seals it into the chain. Sending waits for that (activities.billing.send_invoice calls it first)."""
     invoice_id = invoice_id or invoice_id_for(account.id, period.start, kind)
     existing = session.get(Invoice, invoice_id)
     if existing is not None:
@@ -481,20 +613,27 @@ def issue_invoice(
     if not printable:
         return None
     computed = compute_invoice([c.line for c in printable])
+    lines = [line.model_dump(mode="json") for line in computed.lines]
+    for line, charge in zip(lines, printable):  # compute_invoice numbers the lines in the order of the charges
+        if line["vat_category"] == "O" and charge.vat_exemption:
+            line["vat_exemption_reason"] = charge.vat_exemption
     invoice = Invoice(
         id=invoice_id, number=None, kind=kind, billing_account_id=account.id, customer_id=account.customer_id, state="onHold" if hold else "new",
         period_start=period.start, period_end=period.end, local_period_start=period.local_start, local_period_end=period.local_end,
         issued_at=issued_at, due_at=due_at, currency=account.currency,
         net_cents=to_minor(computed.totals.net_total), vat_cents=to_minor(computed.totals.vat_total), gross_cents=to_minor(computed.totals.gross_total),
-        lines=[line.model_dump(mode="json") for line in computed.lines],
+        lines=lines,
         vat_breakdown=[v.model_dump(mode="json") for v in computed.totals.vat_breakdown],
     )
-    if hold:
+    if hold or documents_later:
         session.add(invoice)
         session.flush()
     else:
         _number_and_seal(session, settings, invoice, INVOICE_SERIES, account, customer, usage_ids=[u for c in charges for u in c.usage_ids])
     _mark_billed(session, charges, invoice_id)
+    if documents_later and not hold:
+        # Last, so the series' row lock (held until commit) covers only the number itself.
+        _number(session, invoice, INVOICE_SERIES, account)
     return invoice
 
 
@@ -557,12 +696,26 @@ def record_settlement(session: Session, payment: Payment, invoice: Invoice, amou
 
 
 def _mark_billed(session: Session, charges: list[PendingCharge], invoice_id: str) -> None:
+    """Marks everything the invoice bills, in its transaction: usage records, BilledCharge keys (a pending
+    charge's row too), and the recurring fees it charges or credits (billed_fee, domain.charges.BilledFee)."""
+    from domain.money import to_micros
+    from persistence.tables import BilledFeeRow
+    from services.pending_charges import mark_billed as mark_pending_billed
+
     usage_ids = [uid for c in charges for uid in c.usage_ids]
     if usage_ids:
         session.exec(update(UsageRecord).where(UsageRecord.id.in_(usage_ids)).values(invoice_id=invoice_id, status="billed"))
-    for charge in charges:
-        for key in charge.charge_keys:
-            session.add(BilledCharge(key=key, invoice_id=invoice_id))
+    keys = list(dict.fromkeys(key for charge in charges for key in charge.charge_keys))
+    for key in keys:
+        session.add(BilledCharge(key=key, invoice_id=invoice_id))
+    pending = [key.removeprefix("pending-charge:") for key in keys if key.startswith("pending-charge:")]
+    if pending:
+        mark_pending_billed(session, pending, invoice_id)
+    fees = [fee for charge in charges for fee in getattr(charge, "billed_fees", ())]
+    for seq, fee in enumerate(fees):
+        session.add(BilledFeeRow(invoice_id=invoice_id, seq=seq, product_id=fee.product_id, plan_id=fee.plan_id, period_start=fee.period_start,
+                                 covered_from=fee.covered_from, covered_to=fee.covered_to, monthly_fee_micros=to_micros(fee.monthly_fee),
+                                 net_fee_micros=to_micros(fee.net_fee), direction=fee.direction, times=fee.times))
 
 
 # --- credit notes --------------------------------------------------------------------------------
@@ -681,8 +834,10 @@ def issue_credit_note(
     account = session.get(BillingAccount, invoice.billing_account_id)
     customer = session.get(Customer, invoice.customer_id)
     lines = []
+    by_no = {line["line_no"]: line for line in invoice.lines}
     for (credited_no, _), line in zip(charges, computed.lines):
-        lines.append({**line.model_dump(mode="json"), "credited_line_no": credited_no})
+        extra = {"vat_exemption_reason": reason} if (reason := by_no[credited_no].get("vat_exemption_reason")) and line.vat_category == "O" else {}
+        lines.append({**line.model_dump(mode="json"), "credited_line_no": credited_no, **extra})
     note = Invoice(
         id=credit_note_id, number=None, kind=CREDIT_NOTE, billing_account_id=invoice.billing_account_id, customer_id=invoice.customer_id,
         state="settled", period_start=invoice.period_start, period_end=invoice.period_end,

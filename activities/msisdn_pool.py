@@ -1,7 +1,9 @@
 """The number pool: reserve, assign and release MSISDNs, keyed by the order item that wants one."""
 from __future__ import annotations
 
-from sqlalchemy import func
+from datetime import timedelta
+
+from sqlalchemy import and_, func, or_
 from sqlmodel import Session, select
 
 from activities.order_records import utcnow
@@ -11,6 +13,10 @@ from persistence.tables import MsisdnPoolEntry
 POOL_PREFIX = "4915900"
 POOL_DIGITS = 6
 TOP_UP_SIZE = 200
+# A terminated line's number rests this long before anyone else gets it (calls and SMS meant for the old
+# subscriber die out); it is status "quarantine" meanwhile (see retire).
+QUARANTINE = "quarantine"
+QUARANTINE_PERIOD = timedelta(days=180)
 
 
 def _top_up(session: Session) -> None:
@@ -22,7 +28,10 @@ def _top_up(session: Session) -> None:
 
 
 def _first_free(session: Session) -> MsisdnPoolEntry | None:
-    query = select(MsisdnPoolEntry).where(MsisdnPoolEntry.status == "free").order_by(MsisdnPoolEntry.msisdn).limit(1)
+    # A number that served a terminated contract is free again once its quarantine is over.
+    reusable = or_(MsisdnPoolEntry.status == "free",
+                   and_(MsisdnPoolEntry.status == QUARANTINE, MsisdnPoolEntry.updated_at <= utcnow() - QUARANTINE_PERIOD))
+    query = select(MsisdnPoolEntry).where(reusable).order_by(MsisdnPoolEntry.msisdn).limit(1)
     if session.get_bind().dialect.name == "postgresql":
         # Two workers reserving at once each take a different row instead of waiting on the same one.
         query = query.with_for_update(skip_locked=True)
@@ -58,3 +67,16 @@ def release(session: Session, business_key: str) -> str | None:
     entry.status, entry.reserved_for, entry.updated_at = "free", None, utcnow()
     session.add(entry)
     return entry.msisdn
+
+
+def retire(session: Session, msisdn: str) -> str | None:
+    """The line of `msisdn` was terminated: its pool number goes into quarantine (from now) and is reusable after
+    QUARANTINE_PERIOD. Returns the new status; None for a number o2c's pool does not hold (e.g. ported in),
+    which simply leaves o2c. Repeating it changes nothing."""
+    entry = session.get(MsisdnPoolEntry, msisdn)
+    if entry is None:
+        return None
+    if entry.status == "assigned":
+        entry.status, entry.reserved_for, entry.updated_at = QUARANTINE, None, utcnow()
+        session.add(entry)
+    return entry.status

@@ -12,11 +12,12 @@ from activities.order_records import load_item, load_order, open_cancel_requests
 from adapters.oss.port import OssClient, OssRejected, OssUnavailable, ServiceOrderRef
 from adapters.temporal.client import WorkflowGateway
 from domain.catalog import Catalog
-from domain.orders import OrderItemRequest, OrderState, validate_order_items
+from domain.orders import OrderItemRequest, OrderState
 from domain.products import ProductStatus
 from persistence.db import session_scope
 from persistence.tables import Product
 from services.hub_events import PRODUCT_CREATE, emit_order_event, emit_product_event
+from services.plan_changes import PlanChangeRefused, grant_promotions, item_extras, schedule_plan_change, validate_items
 from workflows.messages import ProductActivated
 
 PRODUCT_ID_NAMESPACE = uuid.UUID("0d6f1c2e-7c1b-4a47-9a55-6f1f2b0a0c01")
@@ -43,7 +44,7 @@ class OrderActivities:
         with session_scope(self.db_url) as session:
             order = load_order(session, order_id)
             items = [OrderItemRequest(item_id=i.item_id, action=i.action, offering_id=i.offering_id) for i in order_items(session, order_id)]
-            errors = validate_order_items(items, self.catalog)
+            errors = validate_items(session, items, order.request, order.customer_id, self.catalog, order_id=order_id)
             if order.state == OrderState.ACKNOWLEDGED and not errors:
                 order.state = OrderState.IN_PROGRESS
                 session.add(order)
@@ -123,6 +124,7 @@ class OrderActivities:
                     start_date=now, billing_start=now,
                 )
                 session.add(product)
+                grant_promotions(session, self.catalog, product, item_extras(order.request).get(item_id, (None, []))[1], now, order_id)
                 msisdn_pool.assign(session, _business_key(order_id, item_id))
                 item.product_id, item.state, item.service_order_state = product_id, "completed", service_order_state
                 session.add(item)
@@ -132,6 +134,37 @@ class OrderActivities:
                              message=f"{offering.name} active on MSISDN {item.msisdn}", data={"productId": product_id, "orderId": order_id})
                 emit_product_event(session, product, at=now, event_type=PRODUCT_CREATE)
             return ProductActivated(product_id=product.id, msisdn=product.msisdn or "", offering_id=product.offering_id, activated_at=product.start_date)
+
+    @activity.defn(name="change_plan")
+    def change_plan(self, order_id: str, item_id: str) -> None:
+        """Carries out a modify item: records the plan change (at once for an upgrade, at the cycle end for a
+        downgrade, as the catalog says) and the item's promotions. Once per item; no number, no OSS order."""
+        with session_scope(self.db_url) as session:
+            order = load_order(session, order_id)
+            item = load_item(session, order_id, item_id)
+            if item.state == "completed":
+                return
+            product = session.get(Product, item.product_id)
+            if product is None:
+                raise ApplicationError(f"product {item.product_id} of item {item_id} does not exist", type="UnknownProduct", non_retryable=True)
+            now = utcnow()
+            try:
+                span = schedule_plan_change(session, self.catalog, item, product.id, now)
+            except PlanChangeRefused as refused:
+                # Another order changed the product after this one was validated: retrying cannot help.
+                raise ApplicationError(f"item {item_id}: {refused.message}", refused.code, type="PlanChangeRefused", non_retryable=True) from refused
+            previous = span.previous_offering_id
+            grant_promotions(session, self.catalog, product, item_extras(order.request).get(item_id, (None, []))[1], span.effective_at, order_id)
+            item.state = "completed"
+            session.add(item)
+            when = "now" if span.applied else f"at {span.effective_at.isoformat()}"
+            record_step(session, order_id, f"change_plan[{item_id}]", "done", f"product {product.id}: {previous} -> {span.offering_id} {when}")
+            record_event(session, customer_id=order.customer_id, billing_account_id=order.billing_account_id, kind="product.plan_changed",
+                         message=f"Plan of {product.msisdn or product.id} changes from {previous} to {span.offering_id} {when}",
+                         data={"productId": product.id, "orderId": order_id, "from": previous, "to": span.offering_id,
+                               "effectiveAt": span.effective_at.isoformat()})
+            if span.applied:
+                emit_product_event(session, product, at=now)
 
     @activity.defn(name="start_billing")
     async def start_billing(self, billing_account_id: str, customer_id: str, activated: ProductActivated) -> None:

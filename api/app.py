@@ -16,6 +16,7 @@ from api.deps import AppContext, AuditMiddleware
 from api.routers import billing_accounts, bills, catalog, customers, health, orders, oss_callback, payments, products, rejected_usage, usage
 from api.routers import hub
 from api.routers import stripe_webhooks
+from api.routers import refunds as refunds_router
 from api.routers import dunning as dunning_router
 from api.routers import admin_keys
 from api import console
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None, *, workflows: WorkflowGateway |
     for module in ROUTERS:
         app.include_router(module.router)
     app.include_router(hub.router)  # TMF event hubs (docs/events.md)
+    app.include_router(refunds_router.router)  # TMF676 refund (finance)
     app.include_router(stripe_webhooks.router)  # POST /webhooks/stripe (signed by Stripe, no API key)
     app.include_router(dunning_router.router)  # staff steering of dunning episodes (docs/dunning.md)
     app.include_router(admin_keys.router)  # /admin/v1/apiKey: create, rotate, revoke (docs/access-control.md)

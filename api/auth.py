@@ -68,6 +68,8 @@ ROLE_GRANTS: dict[str, dict[str, frozenset[str]]] = {
 # role may take without being given the whole resource.
 ROUTE_GRANTS: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/tmf-api/productOrderingManagement/v4/cancelProductOrder"): frozenset({"support"}),
+    # Suspend / restore a service (docs/service-state.md): a non-financial action.
+    ("PATCH", "/tmf-api/productInventory/v4/product/{product_id}"): frozenset({"support"}),
 }
 
 # Who may log in to the staff console (crm and oss are machine roles).

@@ -16,6 +16,8 @@ from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from adapters.payments.factory import build_gateway
+from adapters.payments.port import PaymentGateway
 from api.auth import KeyRing, KeyStore, Principal, allowed, route_allows
 from api.errors import ApiError
 from config.settings import Settings
@@ -60,6 +62,22 @@ def get_context(request: Request) -> AppContext:
 
 
 Ctx = Annotated[AppContext, Depends(get_context)]
+
+
+def payment_gateway(request: Request) -> PaymentGateway:
+    """The app's one payment gateway (Stripe with a key, else the sandbox), built on first use and kept with the
+    app: refunds, saved payment methods and Stripe webhooks use the same one (the sandbox is in-memory, so
+    separate instances would not know each other's objects). Built again only when the settings change."""
+    settings = get_context(request).settings
+    key = (settings.stripe_api_key, settings.stripe_api_base, settings.sepa_settle_delay_s)
+    cached = getattr(request.app.state, "payment_gateway", None)
+    if cached is None or cached[0] != key:
+        cached = (key, build_gateway(settings.stripe_api_key, settings.stripe_api_base, settings.sepa_settle_delay_s))
+        request.app.state.payment_gateway = cached
+    return cached[1]
+
+
+Gateway = Annotated[PaymentGateway, Depends(payment_gateway)]
 
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="o2c API key; its role decides what it may do")
 

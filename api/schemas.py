@@ -3,14 +3,16 @@ is answered with per-field errors before any service runs; checks against stored
 customer exist?) are the services' job."""
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints, field_validator, model_validator
+from stdnum.de import leitweg
 
 from api.errors import CodedValueError
 from domain.billing_cycle import zone
-from domain.payments import InvalidPaymentMethod, parse_payment_method
+from domain.payments import InvalidPaymentMethod, MandateAcceptance, parse_payment_method
 
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
 
@@ -137,20 +139,91 @@ class SpendingLimitIn(TmfModel):
     hardCap: bool = False
 
 
+class RoamingDataCapIn(TmfModel):
+    """o2c extension: the EU roaming data cut-off limit (50 EUR of data a cycle while roaming outside roam-like-at-home,
+    Regulation (EU) 2022/612). Every account has it unless it opts out (`optOut: true`); at 100 % roaming data
+    stops until the next cycle, or until the customer asks to continue (POST .../roamingDataCap/continue)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    optOut: StrictBool
+
+
+class RoamingDataContinueIn(TmfModel):
+    """The customer asks to go on using roaming data this cycle past the roaming data limit; the reason is recorded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=1000, pattern=r"\S")
+
+
 # Leitweg-ID (XRechnung BT-10): coarse address (2-12 digits), optional fine address, 2 check digits.
 LEITWEG_ID_PATTERN = r"^[0-9]{2,12}(-[0-9A-Za-z]{1,30})?-[0-9]{2}$"
+
+
+def _leitweg_check_digits(value: str) -> str:
+    """The last two digits are an ISO 7064 Mod 97-10 check over the rest: a typo would route the XRechnung
+    to nobody, and the public buyer would reject it weeks later."""
+    if not leitweg.is_valid(value):
+        raise CodedValueError("invalid_leitweg_id", f"{value!r} fails the Leitweg-ID check digits (ISO 7064 Mod 97-10)")
+    return value
+
+
 LeitwegId = Annotated[str, Field(pattern=LEITWEG_ID_PATTERN, max_length=46,
-                                 description="o2c extension: the public buyer's Leitweg-ID; its bills' XML is then an XRechnung")]
+                                 description="o2c extension: the public buyer's Leitweg-ID; its bills' XML is then an XRechnung"),
+                      AfterValidator(_leitweg_check_digits)]
+
+
+class MandateAcceptanceIn(TmfModel):
+    """o2c extension: how the customer accepted the SEPA Direct Debit mandate. `online` (a web form) needs the
+    customer's ipAddress and userAgent; `offline` (the default) is a mandate signed with the contract."""
+
+    type: Literal["online", "offline"] = "offline"
+    ipAddress: str | None = Field(default=None, max_length=45)
+    userAgent: str | None = Field(default=None, max_length=500)
+    acceptedAt: datetime | None = None
+    accountHolder: str | None = Field(default=None, min_length=1, max_length=200, description="the account holder's name; default the customer's")
+
+    @model_validator(mode="after")
+    def _online_evidence(self) -> "MandateAcceptanceIn":
+        if self.type == "online" and not (self.ipAddress and self.userAgent):
+            raise CodedValueError("incomplete_mandate_acceptance", "an online mandate acceptance needs ipAddress and userAgent")
+        if self.acceptedAt is not None and self.acceptedAt.tzinfo is None:
+            raise CodedValueError("timezone_required", "acceptedAt needs a time zone offset (e.g. Z)")
+        return self
+
+    def domain(self) -> MandateAcceptance:
+        accepted = int(self.acceptedAt.timestamp()) if self.acceptedAt is not None else None
+        return MandateAcceptance(type=self.type, ip_address=self.ipAddress, user_agent=self.userAgent, accepted_at=accepted)
+
+
+def _mandate_for_sepa(method: Ref | None, acceptance: MandateAcceptanceIn | None) -> None:
+    if acceptance is not None and (method is None or parse_payment_method(method.id).kind != "sepa_debit"):
+        raise CodedValueError("mandate_not_applicable", "mandateAcceptance goes with a SEPA defaultPaymentMethod (sepa:<IBAN>)")
 
 
 class BillingAccountUpdate(TmfModel):
     """PATCH: only the fields present change; `"spendingLimit": null` removes the limit, `"leitwegId": null`
-    the Leitweg-ID."""
+    the Leitweg-ID, `"defaultPaymentMethod": null` the payment method. A new defaultPaymentMethod is saved at the
+    payment gateway before the answer (docs/payments-methods.md)."""
 
+    defaultPaymentMethod: Ref | None = None
+    mandateAcceptance: MandateAcceptanceIn | None = None
     spendingLimit: SpendingLimitIn | None = None
+    roamingDataCap: RoamingDataCapIn | None = None
     leitwegId: LeitwegId | None = None
     itemisedBill: bool | None = Field(default=None, description="o2c extension: itemised bill (EVN) appended to the invoice PDF")
     itemisedBillMaskLast3: bool | None = Field(default=None, description="o2c extension: EVN shows called numbers with the last 3 digits as xxx")
+
+    @field_validator("defaultPaymentMethod")
+    @classmethod
+    def _pm(cls, value: Ref | None) -> Ref | None:
+        return _payment_method(value)
+
+    @model_validator(mode="after")
+    def _mandate(self) -> "BillingAccountUpdate":
+        _mandate_for_sepa(self.defaultPaymentMethod, self.mandateAcceptance)
+        return self
 
 
 class BillingAccountCreate(TmfModel):
@@ -160,7 +233,9 @@ class BillingAccountCreate(TmfModel):
     timeZone: str = Field(default="Europe/Berlin", description="o2c extension: IANA zone of the account's cycles")
     billingProfile: NonEmpty = Field(default="standard", description="o2c extension: a billing profile name")
     defaultPaymentMethod: Ref | None = None
+    mandateAcceptance: MandateAcceptanceIn | None = None
     spendingLimit: SpendingLimitIn | None = Field(default=None, description="o2c extension: a limit on a cycle's usage cost")
+    roamingDataCap: RoamingDataCapIn | None = Field(default=None, description="o2c extension: the EU roaming data limit; absent = applies")
     leitwegId: LeitwegId | None = None
     itemisedBill: bool = Field(default=False, description="o2c extension: itemised bill (EVN, only on the customer's request)")
     itemisedBillMaskLast3: bool = Field(default=False, description="o2c extension: EVN shows called numbers with the last 3 digits as xxx")
@@ -175,6 +250,11 @@ class BillingAccountCreate(TmfModel):
     def _pm(cls, value: Ref | None) -> Ref | None:
         return _payment_method(value)
 
+    @model_validator(mode="after")
+    def _mandate(self) -> "BillingAccountCreate":
+        _mandate_for_sepa(self.defaultPaymentMethod, self.mandateAcceptance)
+        return self
+
 
 # --- TMF622 -------------------------------------------------------------------------------------
 
@@ -183,10 +263,21 @@ class OfferingRef(TmfModel):
     id: str | None = None
 
 
+class PriceAlterationIn(TmfModel):
+    # A catalog promotion: productOfferingPrice.id names catalog.yaml `promotions[].id`.
+    productOfferingPrice: OfferingRef | None = None
+
+
+class OrderPriceIn(TmfModel):
+    priceAlteration: list[PriceAlterationIn] = Field(default_factory=list, max_length=10)
+
+
 class OrderItemCreate(TmfModel):
     id: NonEmpty
     action: NonEmpty
     productOffering: OfferingRef | None = None
+    product: OfferingRef | None = None  # action "modify": the product whose plan changes
+    itemPrice: list[OrderPriceIn] = Field(default_factory=list, max_length=10)  # read by services.plan_changes.item_extras
 
 
 class ProductOrderCreate(TmfModel):

@@ -22,12 +22,15 @@ Usage: .venv/bin/python bench/ingest.py [--records 1000000] [--subscribers 20000
    reported. CHECKPOINT before each timed phase so both start with a clean WAL.
 4. The COPY floor: the usage_record rows the import produced are read back (COPY TO a file), then
    COPYed in one transaction into a fresh table made with LIKE usage_record INCLUDING ALL (the same
-   primary key, the same 8 indexes, defaults and constraints). copy_ratio = import time / COPY time.
+   primary key, the same indexes (4 and a partial one since migration 0015), defaults and constraints);
+   `--old-index-floor` also COPYs them into a table with the indexes before 0015. copy_ratio = import time / COPY time.
 
 The final line is one JSON object: records (lines in the files), ingest_per_s (lines per second end to
 end), accepted_per_s, copy_per_s (rows per second of the floor), copy_ratio, peak_rss_mb of the import
 process, python_cpu_seconds and pg_cpu_seconds (the import process's CPU and its PostgreSQL backends', read
-from /proc: steadier than wall time on a shared machine), the counts, and the load average before and after.
+from /proc: steadier than wall time on a shared machine), the Python CPU per line split into parsing (main thread
+outside BatchMaker.make), make (guiding, grouping, rating, COPY text) and the writer thread, the counts, and the
+load average before and after.
 `--debug` logs where each batch's time goes (mediation.bulk at DEBUG) to stderr.
 """
 from __future__ import annotations
@@ -276,10 +279,11 @@ def checkpoint(db_url: str) -> None:
         conn.execute("CHECKPOINT")
 
 
-def run_import_child(db_url: str, files: list[tuple[Path, str, str]], batch_size: int | None, now: datetime, debug: bool) -> dict:
+def run_import_child(db_url: str, files: list[tuple[Path, str, str]], batch_size: int | None, now: datetime, debug: bool,
+                     profile: str | None = None) -> dict:
     """The import, in a process of its own, so its peak RSS is its own."""
     spec = {"db_url": db_url, "files": [[str(p), s, tz] for p, s, tz in files], "batch_size": batch_size, "now": now.isoformat(),
-            "debug": debug}
+            "debug": debug, "profile": profile}
     result = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], stdout=subprocess.PIPE, text=True)
     if result.returncode != 0:
         raise SystemExit(f"the import failed (exit {result.returncode}); see above")
@@ -290,6 +294,7 @@ def child(spec_text: str) -> None:
     from config.catalog_loader import load_catalog
     from config.profiles import load_billing_profiles
     from config.settings import REPO_ROOT
+    from mediation import bulk
     from mediation.importer import _COUNT_FIELDS, Counts, import_file
 
     spec = json.loads(spec_text)
@@ -302,7 +307,28 @@ def child(spec_text: str) -> None:
     options = {"batch_size": spec["batch_size"]} if spec["batch_size"] else {}
     now = datetime.fromisoformat(spec["now"])
     total = Counts()
-    started, cpu_started = time.perf_counter(), time.process_time()
+    # CPU split of the Python side: the main thread parses and runs BatchMaker.make (guide, group,
+    # rate, format the COPY text); the writer thread runs the batches' transactions.
+    make_cpu = [0.0]
+    make = bulk.BatchMaker.make
+    profiler = None
+    if spec.get("profile"):
+        import cProfile
+        profiler = cProfile.Profile()
+
+    def timed_make(self, *args, **kwargs):
+        cpu_started = time.thread_time()
+        if profiler is not None:
+            profiler.enable()
+        try:
+            return make(self, *args, **kwargs)
+        finally:
+            if profiler is not None:
+                profiler.disable()
+            make_cpu[0] += time.thread_time() - cpu_started
+
+    bulk.BatchMaker.make = timed_make
+    started, cpu_started, main_cpu_started = time.perf_counter(), time.process_time(), time.thread_time()
     for path, source, zone in spec["files"]:
         file_started = time.perf_counter()
         report = import_file(spec["db_url"], path, catalog=catalog, profiles=profiles, source=source, timezone=zone, now=now, **options)
@@ -313,8 +339,16 @@ def child(spec_text: str) -> None:
         print(f"  {os.path.basename(path)}: {report.lines:,} lines in {elapsed:.2f} s ({report.lines / elapsed:,.0f}/s), "
               f"load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    main_cpu = time.thread_time() - main_cpu_started
+    if profiler is not None:
+        profiler.dump_stats(spec["profile"])
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "pg_cpu_seconds": backend_cpu_seconds(spec["db_url"]),
+    lines = max(1, total.lines)
+    split = {"python_cpu_us_per_line": round(cpu * 1e6 / lines, 2),
+             "parse_cpu_us_per_line": round((main_cpu - make_cpu[0]) * 1e6 / lines, 2),  # reading, parsing, hashing, claims
+             "make_cpu_us_per_line": round(make_cpu[0] * 1e6 / lines, 2),  # guide, group, rate, COPY text, snapshot reads
+             "writer_cpu_us_per_line": round((cpu - main_cpu) * 1e6 / lines, 2)}  # the writer thread (and any other)
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "pg_cpu_seconds": backend_cpu_seconds(spec["db_url"]), **split,
                       "peak_rss_mb": round(peak_kb / 1024, 1), **{name: getattr(total, name) for name in _COUNT_FIELDS}}))
 
 
@@ -336,9 +370,15 @@ def backend_cpu_seconds(db_url: str) -> float | None:
     return round(total / os.sysconf("SC_CLK_TCK"), 2)
 
 
-def copy_floor(db_url: str, folder: Path) -> tuple[float, int]:
+# usage_record's indexes before migration 0015 (besides those it kept), for --old-index-floor.
+_PRE_0015_INDEXES = ("CREATE INDEX ON {t} (product_id)", "CREATE INDEX ON {t} (period_start)", "CREATE INDEX ON {t} (event_time)",
+                     "CREATE INDEX ON {t} (invoice_id)")
+
+
+def copy_floor(db_url: str, folder: Path, old_indexes: bool = False) -> tuple[float, int, float | None]:
     """Seconds to COPY the usage_record rows the import produced into a fresh table with the same
-    indexes and constraints (read back first into a file, so memory stays flat)."""
+    indexes and constraints (read back first into a file, so memory stays flat); with `old_indexes`
+    also into one with usage_record's indexes before migration 0015 (same run, same rows)."""
     import psycopg
     dump = folder / "usage_record.copy"
     rows = 0
@@ -349,18 +389,28 @@ def copy_floor(db_url: str, folder: Path) -> tuple[float, int]:
                     out.write(chunk)
         rows = conn.execute("SELECT count(*) FROM usage_record").fetchone()[0]  # type: ignore[index]
         conn.execute("CREATE TABLE usage_record_floor (LIKE usage_record INCLUDING ALL)")
+        if old_indexes:
+            conn.execute("CREATE TABLE usage_record_floor_old (LIKE usage_record INCLUDING ALL)")
+            conn.execute("DROP INDEX usage_record_floor_old_invoice_id_idx")  # the partial one: the old index was full
+            for statement in _PRE_0015_INDEXES:
+                conn.execute(statement.format(t="usage_record_floor_old"))
         conn.commit()
-    checkpoint(db_url)
-    with psycopg.connect(libpq_url(db_url)) as conn:
-        started = time.perf_counter()
-        with conn.cursor() as cursor, open(dump, "rb") as source:
-            with cursor.copy("COPY usage_record_floor FROM STDIN") as copy:
-                while chunk := source.read(1 << 20):
-                    copy.write(chunk)
-        conn.commit()
-        seconds = time.perf_counter() - started
+
+    def timed(table: str) -> float:
+        checkpoint(db_url)
+        with psycopg.connect(libpq_url(db_url)) as conn:
+            started = time.perf_counter()
+            with conn.cursor() as cursor, open(dump, "rb") as source:
+                with cursor.copy(f"COPY {table} FROM STDIN") as copy:
+                    while chunk := source.read(1 << 20):
+                        copy.write(chunk)
+            conn.commit()
+            return time.perf_counter() - started
+
+    seconds = timed("usage_record_floor")
+    old_seconds = timed("usage_record_floor_old") if old_indexes else None
     dump.unlink()
-    return seconds, rows
+    return seconds, rows, old_seconds
 
 
 def check_result(db_url: str, counts: dict) -> dict:
@@ -372,6 +422,13 @@ def check_result(db_url: str, counts: dict) -> dict:
         rejected = conn.execute("SELECT count(*) FROM rejected_usage").fetchone()[0]  # type: ignore[index]
         counters = conn.execute("SELECT count(*) FROM allowance_counter").fetchone()[0]  # type: ignore[index]
         outbox = conn.execute("SELECT count(*) FROM outbox_message").fetchone()[0]  # type: ignore[index]
+        # The counters' running cost (allowance_counter.usage_micros) must equal the stored usage, summed.
+        drift = conn.execute(
+            "SELECT count(*) FROM (SELECT product_id, period_start, sum(amount_micros) AS s FROM usage_record GROUP BY 1, 2) u "
+            "FULL JOIN allowance_counter c USING (product_id, period_start) "
+            "WHERE coalesce(c.usage_micros, 0) <> coalesce(u.s, 0)").fetchone()[0]  # type: ignore[index]
+    if drift:
+        raise SystemExit(f"allowance_counter.usage_micros differs from the stored usage for {drift} (product, period) pairs")
     lines = counts["lines"]
     parts = sum(counts[n] for n in ("accepted", "duplicates", "not_charged", "rejected_parse", "rejected_window", "rejected_rating"))
     if parts != lines or stored != counts["accepted"] or rejected != counts["rejected_parse"] + counts["rejected_window"] + counts["rejected_rating"]:
@@ -394,6 +451,9 @@ def main() -> None:
     parser.add_argument("--pg-admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     parser.add_argument("--keep-files", metavar="DIR", help="write the files here and keep them (default: a temporary directory)")
     parser.add_argument("--debug", action="store_true", help="log each batch's phases (mediation.bulk at DEBUG) to stderr")
+    parser.add_argument("--old-index-floor", action="store_true",
+                        help="also COPY the rows into a table with usage_record's indexes before migration 0015 (same run)")
+    parser.add_argument("--profile", metavar="FILE", help="cProfile BatchMaker.make in the import and dump the stats here (slows it)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -419,10 +479,10 @@ def main() -> None:
 
         checkpoint(db_url)
         load_before = load()
-        imported = run_import_child(db_url, files, args.batch_size, now, args.debug)
+        imported = run_import_child(db_url, files, args.batch_size, now, args.debug, args.profile)
         load_after_import = load()
         result = check_result(db_url, imported)
-        copy_seconds, copy_rows = copy_floor(db_url, folder)
+        copy_seconds, copy_rows, old_copy_seconds = copy_floor(db_url, folder, args.old_index_floor)
         load_after = load()
         seconds = imported["seconds"]
         summary = {
@@ -430,8 +490,11 @@ def main() -> None:
             "seconds": round(seconds, 2), "ingest_per_s": round(imported["lines"] / seconds),
             "accepted_per_s": round(imported["accepted"] / seconds), "ingest_records_per_cpu_s": round(imported["lines"] / imported["cpu_seconds"]),
             "python_cpu_seconds": round(imported["cpu_seconds"], 2), "pg_cpu_seconds": imported["pg_cpu_seconds"],
+            **{k: imported[k] for k in ("python_cpu_us_per_line", "parse_cpu_us_per_line", "make_cpu_us_per_line", "writer_cpu_us_per_line")},
+            "pg_cpu_us_per_line": round(imported["pg_cpu_seconds"] * 1e6 / imported["lines"], 2) if imported["pg_cpu_seconds"] else None,
             "copy_rows": copy_rows, "copy_seconds": round(copy_seconds, 2), "copy_per_s": round(copy_rows / copy_seconds),
             "copy_ratio": round(seconds / copy_seconds, 3), "peak_rss_mb": imported["peak_rss_mb"],
+            **({"copy_pre_0015_indexes_per_s": round(copy_rows / old_copy_seconds)} if old_copy_seconds else {}),
             **{k: imported[k] for k in ("accepted", "duplicates", "not_charged", "rejected_parse", "rejected_window", "rejected_rating")},
             **result, "file_mb": round(size_mb), "load_before": load_before, "load_after_import": load_after_import, "load_after": load_after,
         }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
 import time
@@ -85,7 +86,7 @@ def usage_record(rng: random.Random, msisdn: str, n: int) -> dict:
     return {"id": f"bench-{n}", "usageType": kind, "usageDate": when.isoformat(), "usageCharacteristic": characteristics}
 
 
-async def run(db_url: str, records: int, batch: int, subscribers: int) -> float:
+async def run(db_url: str, records: int, batch: int, subscribers: int) -> tuple[float, float]:
     app = create_app(Settings(database_url=db_url))
     msisdns = seed_subscribers(db_url, subscribers)
     rng = random.Random(7)
@@ -94,12 +95,13 @@ async def run(db_url: str, records: int, batch: int, subscribers: int) -> float:
         body = [usage_record(rng, rng.choice(msisdns), n) for n in range(start, min(records, start + batch))]
         bodies.append((len(body), json.dumps(body).encode()))
     headers = {"X-API-Key": "dev-crm-key", "Content-Type": "application/json"}
-    total = 0.0
+    total = cpu = 0.0
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://o2c.bench", timeout=600) as client:
         for size, content in bodies:
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             response = await client.post(USAGE, content=content, headers=headers)
             elapsed = time.perf_counter() - started
+            cpu += time.process_time() - started_cpu
             response.raise_for_status()
             summary = response.json()
             if summary["accepted"] != size:
@@ -107,7 +109,7 @@ async def run(db_url: str, records: int, batch: int, subscribers: int) -> float:
                                  f"{[r for r in summary['results'] if r['status'] == 'rejected'][:3]}")
             total += elapsed
             print(f"batch of {size}: {elapsed:.2f} s, {size / elapsed:,.0f} records/s", flush=True)
-    return total
+    return total, cpu
 
 
 def main() -> None:
@@ -118,13 +120,17 @@ def main() -> None:
     parser.add_argument("--pg-admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     args = parser.parse_args()
     name, db_url = create_database(args.pg_admin_url)
+    load_before = os.getloadavg()[0]
     try:
-        elapsed = asyncio.run(run(db_url, args.records, args.batch, args.subscribers))
+        elapsed, cpu = asyncio.run(run(db_url, args.records, args.batch, args.subscribers))
     finally:
         engine_for(db_url).dispose()
         drop_database(args.pg_admin_url, name)
     print(json.dumps({"records": args.records, "batch": args.batch, "seconds": round(elapsed, 3),
-                      "api_records_per_s": round(args.records / elapsed)}))
+                      "api_records_per_s": round(args.records / elapsed),
+                      # the API process's CPU per record (steadier than wall time on a shared machine); PostgreSQL's is not included
+                      "python_cpu_us_per_record": round(cpu * 1e6 / args.records, 1),
+                      "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}))
 
 
 if __name__ == "__main__":

@@ -32,10 +32,20 @@ class Settings(BaseSettings):
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None
     stripe_webhook_secret: str | None = None  # the endpoint's signing secret (whsec_...) for POST /webhooks/stripe
+    chargeback_fee: str = "15.00"  # EUR, net, passed on to the customer's next invoice per chargeback (services.disputes)
+    # HMAC key for digests of personal data kept for equality checks (an IBAN: services.payment_methods.source_digest).
+    # The default is for development only: production must set its own secret (docs/deployment.md).
+    pii_hash_key: str = "o2c-dev-pii-hash-key-not-for-production"
     sepa_settle_delay_s: float = 5.0
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8025
     mail_from: str = "billing@o2c.example"
+    # The SMS gateway for dunning notices (adapters/notify/sms.py); empty: no SMS is sent (recorded as not sent).
+    # No default gateway: a deployment without one must not retry an SMS step forever. `o2c up` points it
+    # at its bundled sink, docker-compose at the sms-sink service.
+    sms_url: str | None = None
+    sms_sink_port: int = 8026  # `o2c sms-sink` / `o2c up`
+    sms_sink_host: str = "127.0.0.1"  # 0.0.0.0 only inside a container network (docker-compose)
     catalog_path: Path = REPO_ROOT / "catalog" / "catalog.yaml"
     var_dir: Path = REPO_ROOT / "var"
     # How long an order waits for the OSS before polling it, and how long in total.

@@ -23,12 +23,22 @@ class BillingProfile(BaseModel):
     # The dunning policy (config/dunning/<segment>.yaml) a DunningWorkflow episode of this profile's accounts follows.
     dunning_segment: str = Field(default="consumer-de", min_length=1)
     demo: bool = False  # demo profiles compress time and must never bill real customers
+    # Late usage: the cycle invoice bills records that arrived by period end + usage_grace; later ones wait
+    # for the next invoice (billed there once). None: no cut-off, every record that arrived before the invoice.
+    usage_grace: timedelta | None = None
 
     @field_validator("payment_terms")
     @classmethod
     def _terms_not_negative(cls, value: timedelta) -> timedelta:
         if value < timedelta(0):
             raise ValueError("payment_terms must not be negative")
+        return value
+
+    @field_validator("usage_grace")
+    @classmethod
+    def _grace_not_negative(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value < timedelta(0):
+            raise ValueError("usage_grace must not be negative")
         return value
 
     @model_validator(mode="after")

@@ -4,9 +4,13 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from domain.charges import PlanChangePolicy
 from domain.rating import Allowances, Rates
+
+# Who suspended a line (persistence ProductStatusChange.source) decides whether the monthly fee runs on.
+SuspensionSource = Literal["manual", "dunning", "spending", "reconciliation"]
 
 
 class ProductOffering(BaseModel):
@@ -26,6 +30,8 @@ class ProductOffering(BaseModel):
     # rates new usage. None: usage is priced by `rates` alone (domain.offering_tariff compiles them
     # into a tariff, so every record still names what priced it).
     tariff_id: str | None = Field(default=None, alias="tariff")
+    # When a change *to* this offering takes effect (upgrade: higher monthly fee); None: the catalog's policy.
+    plan_change: PlanChangePolicy | None = None
 
     @field_validator("monthly_fee", "activation_fee", "vat_rate", mode="before")
     @classmethod
@@ -40,6 +46,52 @@ class ProductOffering(BaseModel):
         return self.lifecycle_status == "Active"
 
 
+class Promotion(BaseModel):
+    """A discount an order item can carry (TMF622 itemPrice[].priceAlteration[].productOfferingPrice.id):
+    `percent` or a fixed net `amount` per cycle, off one product's recurring fee or off the whole
+    invoice, for `cycles` cycles from the first one billed (None: no end)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,63}$")
+    name: str = Field(min_length=1)
+    percent: Decimal | None = Field(default=None, gt=0, le=100)
+    amount: Decimal | None = Field(default=None, gt=0)
+    applies_to: Literal["recurring", "invoice"] = "recurring"
+    cycles: int | None = Field(default=None, ge=1)
+
+    @field_validator("percent", "amount", mode="before")
+    @classmethod
+    def _no_float_money(cls, value: object) -> object:
+        if isinstance(value, float):
+            raise ValueError("write amounts as a quoted string, e.g. '5.00'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_value(self) -> Promotion:
+        if (self.percent is None) == (self.amount is None):
+            raise ValueError("a promotion has exactly one of percent and amount")
+        return self
+
+    @property
+    def kind(self) -> Literal["percent", "fixed"]:
+        return "percent" if self.percent is not None else "fixed"
+
+    @property
+    def value(self) -> Decimal:
+        return self.percent if self.percent is not None else self.amount  # type: ignore[return-value]
+
+
+class SuspensionBilling(BaseModel):
+    """Whether the monthly fee runs on while a line is suspended, by who suspended it. German practice:
+    a barring for arrears (§61 TKG) leaves the customer liable for the fee; a suspension staff grant
+    (e.g. a stolen phone, a stay abroad) may be free of charge."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    free_sources: list[SuspensionSource] = Field(default_factory=lambda: ["manual"])
+
+
 class Catalog(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -47,6 +99,9 @@ class Catalog(BaseModel):
     version: str
     currency: Literal["EUR"] = "EUR"
     offerings: list[ProductOffering] = Field(min_length=1)
+    promotions: list[Promotion] = Field(default_factory=list)
+    plan_change: PlanChangePolicy = PlanChangePolicy()  # upgrades at once, downgrades at the cycle end
+    suspension_billing: SuspensionBilling = SuspensionBilling()
 
     @field_validator("offerings")
     @classmethod
@@ -57,8 +112,24 @@ class Catalog(BaseModel):
             raise ValueError(f"duplicate offering ids: {', '.join(duplicates)}")
         return offerings
 
+    @field_validator("promotions")
+    @classmethod
+    def _unique_promotions(cls, promotions: list[Promotion]) -> list[Promotion]:
+        ids = [p.id for p in promotions]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate promotion ids: {', '.join(duplicates)}")
+        return promotions
+
     def offering(self, offering_id: str) -> ProductOffering | None:
         return next((o for o in self.offerings if o.id == offering_id), None)
+
+    def promotion(self, promotion_id: str) -> Promotion | None:
+        return next((p for p in self.promotions if p.id == promotion_id), None)
+
+    def plan_change_policy(self, target: ProductOffering) -> PlanChangePolicy:
+        """When a change to `target` takes effect: its own policy, else the catalog's."""
+        return target.plan_change or self.plan_change
 
 
 def parse_catalog(data: object) -> Catalog:

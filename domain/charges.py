@@ -22,6 +22,12 @@ carries:
   rest is carried forward. It is a payment on account (EN 16931 BT-113), not a price reduction,
   so it is not a taxable line and does not reduce VAT.
 
+Suspensions: only those that stop the fee are passed in a timeline. Which do is the caller's rule, set
+in the catalog (`suspension_billing.free_sources`, applied by activities.invoice_charges): by default a
+suspension staff grant is free of charge, while a barring for arrears (dunning) or for a spending cap
+leaves the fee running, as German practice has it (§61 TKG: the customer stays liable for the monthly
+fee while barred for arrears).
+
 Every line names its product (`product_id`) and the period it covers (`period_start`/`period_end`,
 account-local dates, end exclusive). Amounts on lines are whole cents.
 """

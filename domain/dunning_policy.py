@@ -97,8 +97,9 @@ class NoticeAction(_Strict):
 
 
 class LateFeeAction(_Strict):
-    """A late fee (Mahngebühr): recorded as a pending one-time charge that the next invoice bills.
-    German late fees are damages, not a supply: outside the scope of VAT (EN 16931 category O, 0 %)."""
+    """A late fee (Mahngebühr): recorded as a pending one-time charge and billed at once on a fee-only invoice
+    of its own (activities.dunning_fee_invoice). German late fees are damages, not a supply: outside the scope
+    of VAT (EN 16931 category O, 0 %), which cannot share an invoice with other categories (BR-O-11)."""
 
     type: Literal["late_fee"]
     amount: Money = Field(gt=0)

@@ -133,10 +133,18 @@ class DunningBalance(BaseModel):
     open_cents: int
     overdue_invoice_ids: list[str]
     overdue_invoice_numbers: list[str] = []
+    # Of overdue_cents: what is open on overdue late-fee invoices (dunning's own fees).
+    fee_cents: int = 0
 
     @property
     def paid(self) -> bool:
         return self.overdue_cents <= 0
+
+    @property
+    def barring_arrears(self) -> Decimal:
+        """The arrears a barring may rest on (§61 TKG floor): without dunning's own late fees, so fees alone
+        can never lift a debt over the floor."""
+        return from_minor(max(self.overdue_cents - self.fee_cents, 0))
 
     @property
     def overdue(self) -> Decimal:
@@ -189,6 +197,23 @@ class Pause(BaseModel):
     command_id: str
 
 
+class PendingDebit(BaseModel):
+    """A debit a dunning retry made that is still in flight (a SEPA debit in `processing`): the webhook
+    settles it (the billing-account workflow signals `balance_settled`); failing that, the episode looks it up
+    at the gateway every DEBIT_POLL_INTERVAL, for at most DEBIT_POLL_LIMIT."""
+
+    payment_id: str
+    invoice_id: str
+    amount_cents: int
+    since: UtcDatetime
+    next_check: UtcDatetime
+
+
+# The polling fallback for dunning's own SEPA debits (as workflows.billing_account does for its charges).
+DEBIT_POLL_INTERVAL = timedelta(days=1)
+DEBIT_POLL_LIMIT = timedelta(days=14)
+
+
 class EpisodeState(BaseModel):
     episode_id: str
     billing_account_id: str
@@ -206,6 +231,7 @@ class EpisodeState(BaseModel):
     retries_made: int = 0
     hard_declined: bool = False
     fees: list[str] = []  # pending charge keys of this episode's late fees
+    pending_debits: list[PendingDebit] = []  # retries' debits still in flight, polled daily
     applied_commands: list[str] = []
     outcome: str | None = None
     end_reason: str | None = None
@@ -280,8 +306,9 @@ def barring_gate(policy: DunningPolicy, state: EpisodeState, balance: DunningBal
     protection = policy.barring_protection
     if protection is None:
         return BarringDecision(verdict="bar", reason="the policy sets no barring protection")
-    if balance.overdue < protection.min_overdue:
-        return BarringDecision(verdict="skip", reason=f"arrears of {balance.overdue} EUR are below the {protection.min_overdue} EUR "
+    if balance.barring_arrears < protection.min_overdue:
+        fees = f" ({from_minor(balance.fee_cents)} EUR late fees not counted)" if balance.fee_cents > 0 else ""
+        return BarringDecision(verdict="skip", reason=f"arrears of {balance.barring_arrears} EUR{fees} are below the {protection.min_overdue} EUR "
                                                       "from which barring is allowed")
     if state.barring_notice_at is None:
         return BarringDecision(verdict="notice_first", until=now + protection.notice_period,
@@ -296,7 +323,7 @@ def barring_gate(policy: DunningPolicy, state: EpisodeState, balance: DunningBal
 def lift_for_low_arrears(policy: DunningPolicy, state: EpisodeState, balance: DunningBalance) -> bool:
     """A part payment that brings the arrears below the barring floor lifts the bars (the episode goes on)."""
     protection = policy.barring_protection
-    return state.barred != "none" and protection is not None and balance.overdue < protection.min_overdue
+    return state.barred != "none" and protection is not None and balance.barring_arrears < protection.min_overdue
 
 
 def announced_barring(policy: DunningPolicy, timeline: list[TimelineEntry], state: EpisodeState, after: TimelineEntry | None,

@@ -385,3 +385,116 @@ class SavedPaymentMethod(BaseModel):
         """The value to store as the account's payment method (`ChargeRequest.payment_method`):
         ``pm_...`` for a card, ``sepa:pm_...`` for a SEPA debit (see parse_payment_method)."""
         return f"sepa:{self.payment_method_id}" if self.kind == "sepa_debit" else self.payment_method_id
+
+
+# --- refunds and disputes ----------------------------------------------------------------------
+
+# A refund's life at the gateway (Stripe's Refund.status, `requires_action` read as pending):
+# pending (money on its way back, e.g. SEPA) -> succeeded | failed | canceled. Like payments it
+# only moves forward; a failure never turns into a success later (Stripe refunds stay failed).
+RefundStatus = Literal["pending", "succeeded", "failed", "canceled"]
+REFUND_STATUS_RANK: dict[str, int] = {"pending": 0, "succeeded": 1, "failed": 1, "canceled": 1}
+FINAL_REFUND_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})
+
+# A dispute (chargeback) as Stripe reports it; warnings (early fraud inquiries) rank lowest, the
+# closed outcomes highest. `won` restores the payment, `lost` keeps the money with the payer.
+DISPUTE_STATUS_RANK: dict[str, int] = {
+    "warning_needs_response": 0,
+    "warning_under_review": 1,
+    "warning_closed": 4,
+    "needs_response": 2,
+    "under_review": 3,
+    "won": 4,
+    "lost": 4,
+}
+CLOSED_DISPUTE_STATUSES: frozenset[str] = frozenset({"won", "lost", "warning_closed"})
+# An early fraud inquiry (Stripe's `warning_*` statuses): no money has moved yet. It closes (`warning_closed`)
+# or escalates to a real dispute (the same object moves on to needs_response, or a new dispute is opened).
+INQUIRY_DISPUTE_STATUSES: frozenset[str] = frozenset({"warning_needs_response", "warning_under_review", "warning_closed"})
+
+# Ledger entries booked as payments that are no money received: a dunning write-off, a credit note's credit.
+# Nothing can be refunded from them (there is no money to give back).
+NOT_RECEIVED_METHODS: frozenset[str] = frozenset({"write_off", "credit_note"})
+
+
+def is_inquiry(dispute_status: str | None) -> bool:
+    return dispute_status in INQUIRY_DISPUTE_STATUSES
+
+
+def is_received_money(method: str) -> bool:
+    """Whether a payment of this method is money o2c received (and so may refund)."""
+    return method not in NOT_RECEIVED_METHODS
+
+
+def advance_refund_status(current: str | None, observed: str) -> str | None:
+    """The status a refund moves to when `observed` is reported while it is `current`, or None when
+    the observation is stale or changes nothing (same rules as advance_payment_status)."""
+    if observed not in REFUND_STATUS_RANK:
+        raise ValueError(f"not a refund status: {observed!r}")
+    if current is None:
+        return observed
+    if current == observed or current in FINAL_REFUND_STATUSES:
+        return None
+    return observed if REFUND_STATUS_RANK[observed] > REFUND_STATUS_RANK.get(current, -1) else None
+
+
+def advance_dispute_status(current: str | None, observed: str) -> str | None:
+    """Forward-only for disputes: a closed dispute never reopens, an older status is ignored. An
+    unknown observed status (a new one Stripe may add) is ignored rather than guessed at."""
+    if observed not in DISPUTE_STATUS_RANK:
+        return None
+    if current is None:
+        return observed
+    if current == observed or current in CLOSED_DISPUTE_STATUSES:
+        return None
+    return observed if DISPUTE_STATUS_RANK[observed] > DISPUTE_STATUS_RANK.get(current, -1) else None
+
+
+def refund_idempotency_key(refund_id: str) -> str:
+    """The gateway idempotency key of one refund: derived from the refund's business id, so a
+    repeated request (a client retry, a lost answer) never refunds twice."""
+    return f"o2c-refund-{refund_id}"
+
+
+class RefundRequest(BaseModel):
+    """Give back `amount_minor` of a gateway payment, once per `refund_id`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    refund_id: str = Field(min_length=1, max_length=200)
+    gateway_payment_id: str = Field(min_length=1)
+    amount_minor: int = Field(gt=0, strict=True)
+    currency: str = "EUR"
+    payment_method_kind: PaymentMethodKind | None = None
+    reason: str = ""
+
+    @property
+    def idempotency_key(self) -> str:
+        return refund_idempotency_key(self.refund_id)
+
+
+class RefundOutcome(BaseModel):
+    """What the gateway says about one refund."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: RefundStatus
+    gateway_refund_id: str
+    amount_minor: int = Field(strict=True)
+    currency: str
+    gateway_payment_id: str | None = None
+    refund_id: str | None = None  # o2c's business id, echoed from the gateway's metadata
+    failure_reason: str | None = None
+
+
+class DisputeOutcome(BaseModel):
+    """A dispute (chargeback) as the gateway reports it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    gateway_dispute_id: str
+    gateway_payment_id: str | None
+    amount_minor: int = Field(strict=True)
+    currency: str
+    status: str
+    reason: str | None = None

@@ -24,9 +24,10 @@ the TMF635 API would (tests/mediation/test_bulk.py compares the two):
    everyone) and compares: a group whose counter differs from what rating assumed (the API or another
    importer used it meanwhile) is rated again from the locked value. So every counter is still
    read, used in event-time order and written under its row lock, as in ingest.
-4. One transaction per batch stores the records, the counters, the rejected lines, the spending-limit
-   outbox messages (services.spending_monitor.record_spending_crossings, with the accounts and the
-   (account, period) pairs that received records) and the file's progress (imported_file). A crash
+4. One transaction per batch stores the records, the counters (with the running cost of their
+   period, which each group's rated amounts move), the rejected lines, the spending-limit and roaming
+   data cap outbox messages (services.spending_monitor.record_spending_crossings, with the limited
+   accounts and what each (account, period) received) and the file's progress (imported_file). A crash
    loses only batches not yet committed, and the next run resumes after the last committed line.
 5. On PostgreSQL a writer thread runs each batch's transaction while the main thread parses and rates
    the next batch, so PostgreSQL (on the other core) works on the COPY while Python prepares the next
@@ -38,7 +39,6 @@ the TMF635 API would (tests/mediation/test_bulk.py compares the two):
 """
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import queue
@@ -46,7 +46,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -61,15 +60,17 @@ from sqlmodel import Session, col, select
 from domain.billing_cycle import period_containing
 from domain.offering_tariff import tariff_for
 from domain.rating_engine import AllowanceLimits, AllowanceState
+from domain.spending import roaming_cap_zones
 from domain.tariff import BANDS, Tariff, TariffBook
 from mediation.csvlines import BOM, line_text
 from mediation.mcc import country_of_mcc
 from mediation.records import RejectedLine, UsageEvent
 from persistence.db import engine_for, session_scope
 from persistence.tables import AllowanceCounter, BillingAccount, ImportedFile, Product, RejectedUsage, UsageRecord
+from services.gc_pause import fewer_gc_passes
 from services.compiled_tariffs import engine_and_lock, eu_data_cap_bytes, stand_in_destination
 from services.rated_record import BILLING_UNIT, rated_values
-from services.spending_monitor import record_spending_crossings
+from services.spending_monitor import CostDelta, CostKey, add_cost, record_spending_crossings
 from services.usage_ingest import MISSING_DESTINATION, OUTSIDE_SUBSCRIPTION, RATING_FAILED, UNKNOWN_SUBSCRIBER
 
 if TYPE_CHECKING:
@@ -170,6 +171,7 @@ class Plan:
     limits: AllowanceLimits
     eu_data_cap_bytes: int | None
     name_text: dict[str | None, str]
+    capped_zones: frozenset[str]  # zones whose data counts towards the roaming data cap (domain.spending)
 
 
 class Snapshot:
@@ -249,7 +251,8 @@ class Snapshot:
                 found = f"offering {offering.id} names tariff {offering.tariff_id!r}, which is not in the tariff book: {exc}"
             else:
                 names: dict[str | None, str] = {None: _NULL, **{d.name: copy_text(d.name) for d in tariff.destinations}}
-                found = Plan(tariff, AllowanceLimits.from_allowances(offering.allowances), eu_data_cap_bytes(tariff, offering), names)
+                found = Plan(tariff, AllowanceLimits.from_allowances(offering.allowances), eu_data_cap_bytes(tariff, offering), names,
+                             roaming_cap_zones(tariff))
             self.plans[offering_id] = found
         return found
 
@@ -302,6 +305,8 @@ class Group:
     rated: list[tuple] | None = None  # RatedRows in the order of `records` (kept for SQLite, which inserts values)
     refused: frozenset[str] = frozenset()  # ids of records the rating engine refused (rejected, not stored)
     stored: int = 0  # records the engine priced
+    cost: int = 0  # their amount in micros, for the running usage cost total
+    roaming_cost: int = 0  # of which roaming data in capped zones
     text: str = ""  # those rows as COPY text (PostgreSQL)
 
 
@@ -473,7 +478,9 @@ class BatchMaker:
                     continue
             add_first(record_id)
             # Only answered calls get here (mediation's ANSWERED is the engine's too).
-            group.records.append((((start - epoch) // microsecond, record_id, kind, event.quantity, rated_destination, roaming, "ANSWERED"),
+            # UsageEvent.quantity inlined (a property call per record): octets for data, one message for sms, else billsec.
+            quantity = event.billsec_s if kind == "voice" else event.bytes_up + event.bytes_down if kind == "data" else 1 if kind == "sms" else event.billsec_s
+            group.records.append((((start - epoch) // microsecond, record_id, kind, quantity, rated_destination, roaming, "ANSWERED"),
                                   start, destination, position))
 
         self._load_counters(groups)
@@ -535,6 +542,13 @@ class BatchMaker:
         refused = [result[0] for result in rated if result[9] is not None]
         group.refused = frozenset(refused) if refused else _NOTHING
         group.stored = len(rated) - len(refused)
+        capped = plan.capped_zones
+        if refused:
+            group.cost = sum(result[4] for result in rated if result[9] is None)
+        else:
+            group.cost = sum(result[4] for result in rated)
+        group.roaming_cost = (sum(result[4] for result in rated if result[1] == "data" and result[7] in capped and result[9] is None)
+                              if capped else 0)
         last, needs_rerate = before[4], before[5]
         if records:
             # Usage older than usage already rated into the period drew allowance out of time order:
@@ -723,10 +737,12 @@ _PG_LOCK = (
     "UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, count(*) FROM locked")
 _PG_UPDATE = (
     "UPDATE allowance_counter c SET voice_minutes = v.voice_minutes, sms = v.sms, data_mb = v.data_mb, voice_s = v.voice_s, "
-    "data_bytes = v.data_bytes, eu_roaming_data_bytes = v.eu, last_event_time = v.last, needs_rerate = v.rerate "
+    "data_bytes = v.data_bytes, eu_roaming_data_bytes = v.eu, last_event_time = v.last, needs_rerate = v.rerate, "
+    # the period's running cost grows by what this batch stored (the row is locked: services.spending_monitor)
+    "usage_micros = c.usage_micros + v.cost, roaming_data_micros = c.roaming_data_micros + v.roaming "
     "FROM unnest(%s::varchar[], %s::timestamptz[], %s::int[], %s::int[], %s::int[], %s::bigint[], %s::bigint[], %s::bigint[], "
-    "%s::timestamptz[], %s::boolean[]) AS v(p, s, voice_minutes, sms, data_mb, voice_s, data_bytes, eu, last, rerate) "
-    "WHERE c.product_id = v.p AND c.period_start = v.s")
+    "%s::timestamptz[], %s::boolean[], %s::bigint[], %s::bigint[]) AS v(p, s, voice_minutes, sms, data_mb, voice_s, data_bytes, eu, last, "
+    "rerate, cost, roaming) WHERE c.product_id = v.p AND c.period_start = v.s")
 _PG_INSERT = (
     # Sorted, like the lock, so two batches creating the same counters never deadlock.
     "INSERT INTO allowance_counter (product_id, period_start, voice_minutes, sms, data_mb, voice_s, data_bytes, "
@@ -756,7 +772,8 @@ def counter_arrays(groups: list[Group], text_of: Callable[[Any], str]) -> dict[s
         "lock": [products, starts, *states([g.before for g in groups])],
         # voice_minutes and data_mb, the started minutes and MB, for readers of the old columns
         "update": [products, starts, join(str(-(-s[0] // 60)) for s in after), join(str(s[1]) for s in after),
-                   join(str(-(-s[2] // 1_000_000)) for s in after), after_states[0], *after_states[2:]],
+                   join(str(-(-s[2] // 1_000_000)) for s in after), after_states[0], *after_states[2:],
+                   join(str(g.cost) for g in groups), join(str(g.roaming_cost) for g in groups)],
     }
 
 
@@ -830,12 +847,15 @@ class _Portable:
     def write_counters(self, batch: Batch, groups: list[Group], changed: bool) -> None:
         table = self.table
         statement = (update(table).where(table.c.product_id == bindparam("key_product"), table.c.period_start == bindparam("key_start"))
-                     .values({name: bindparam(name) for name in ("voice_minutes", "sms", "data_mb", "voice_s", "data_bytes",
-                                                                 "eu_roaming_data_bytes", "last_event_time", "needs_rerate")}))
+                     .values({**{name: bindparam(name) for name in ("voice_minutes", "sms", "data_mb", "voice_s", "data_bytes",
+                                                                    "eu_roaming_data_bytes", "last_event_time", "needs_rerate")},
+                              "usage_micros": table.c.usage_micros + bindparam("cost"),
+                              "roaming_data_micros": table.c.roaming_data_micros + bindparam("roaming")}))
         self.connection.execute(statement, [
             {"key_product": p, "key_start": s, "voice_minutes": -(-voice_s // 60), "sms": sms, "data_mb": -(-data_bytes // 1_000_000),
-             "voice_s": voice_s, "data_bytes": data_bytes, "eu_roaming_data_bytes": eu, "last_event_time": last, "needs_rerate": rerate}
-            for (p, s), (voice_s, sms, data_bytes, eu, last, rerate) in ((g.key, g.after) for g in groups)])
+             "voice_s": voice_s, "data_bytes": data_bytes, "eu_roaming_data_bytes": eu, "last_event_time": last, "needs_rerate": rerate,
+             "cost": cost, "roaming": roaming}
+            for (p, s), (voice_s, sms, data_bytes, eu, last, rerate), cost, roaming in ((g.key, g.after, g.cost, g.roaming_cost) for g in groups)])
 
     def insert_records(self, groups: list[Group], maker: BatchMaker) -> None:
         rows = [values for group in groups for values in maker.values(group)]
@@ -943,7 +963,10 @@ def write_batch(db_url: str, batch: Batch, maker: BatchMaker, context: Any) -> C
             session.connection().execute(RejectedUsage.__table__.insert(), [  # type: ignore[attr-defined]
                 {k: v for k, v in r.items() if k != "_kind"} for r in rejections])
         clock.tick("rejections")
-        record_spending_crossings(session, batch.accounts, {(g.holder.account_id, g.key[1]) for g in groups}, maker.now)
+        costs: dict[CostKey, CostDelta] = {}
+        for group in groups:
+            add_cost(costs, (group.holder.account_id, group.key[1]), group.cost, group.roaming_cost)
+        record_spending_crossings(session, batch.accounts, costs, maker.now)
         clock.tick("spending")
 
         for name in COUNT_FIELDS:
@@ -1057,27 +1080,12 @@ class _Writer:
         self._check()
 
 
-@contextmanager
-def _fewer_gc_passes() -> Iterator[None]:
-    """Run the cyclic garbage collector less often while a file is imported (restored afterwards).
-    Every batch creates hundreds of thousands of objects that live until it is written (no cycles
-    among them: refcounts free them), and with the default thresholds the collector keeps scanning
-    them, which cost about a third of the parsing and rating time. Cycles are still collected, in
-    larger steps."""
-    threshold = gc.get_threshold()
-    gc.set_threshold(max(threshold[0], 100_000), threshold[1], threshold[2])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*threshold)
-
-
 def import_items(db_url: str, context: Any, items: Iterator[Item], resume_after: int, batch_size: int, now: datetime,
                  report: Counts, *, catalog: Catalog, profiles: dict[str, BillingProfile], book: TariffBook,
                  remaining_lines: Callable[[], int | None] | None = None) -> None:
     """Import the file's items after line `resume_after`, at most `batch_size` lines per transaction.
     `remaining_lines` estimates how many lines are left (see _Sizes)."""
-    with _fewer_gc_passes():
+    with fewer_gc_passes():  # see services.gc_pause: a batch's objects form no cycles
         _import_items(db_url, context, items, resume_after, batch_size, now, report, catalog=catalog, profiles=profiles, book=book,
                       remaining_lines=remaining_lines)
 

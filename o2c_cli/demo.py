@@ -21,7 +21,7 @@ PRODUCT = "/tmf-api/productInventory/v4/product"
 USAGE = "/tmf-api/usageManagement/v4/usage"
 BILL = "/tmf-api/customerBillManagement/v4/customerBill"
 PAYMENT = "/tmf-api/paymentManagement/v4/payment"
-DECLINING_CARD = "4000000000000002"  # Stripe's generic-decline test card
+DECLINING_CARD = "4000000000000341"  # Stripe test card: saves to the customer, every charge is declined (generic_decline)
 # The business events of a dunning notice: a DunningWorkflow episode's (segment demo, config/dunning/demo.yaml),
 # or the in-workflow ladder of accounts whose billing began before the hand-over.
 DUNNING_NOTICE_EVENTS = ("dunning.notice", "dunning.barring_notice", "dunning.reminder", "dunning.suspension_notice")
@@ -118,7 +118,12 @@ class Demo:
 
         # 3. invoice
         bill = self.wait_for("the first invoice", lambda: (self.call("GET", BILL, params={"billingAccount.id": account["id"]}) or [None])[0], 90)
-        pdf = self.api.get(f"{BILL}/{bill['id']}/document.pdf")
+        # The number comes first; the PDF is rendered and sealed moments later (409 document_not_ready until then).
+        def rendered() -> httpx.Response | None:
+            response = self.api.get(f"{BILL}/{bill['id']}/document.pdf")
+            return None if response.status_code == 409 else response
+
+        pdf = self.wait_for("the invoice PDF", rendered, 60)
         if pdf.status_code != 200 or not pdf.content.startswith(b"%PDF"):
             raise DemoFailed(f"invoice PDF: {pdf.status_code}")
         self.say(f"3. invoice {bill['billNo']} issued: {bill['taxIncludedAmount']['value']} EUR incl. VAT, PDF {len(pdf.content)} bytes")

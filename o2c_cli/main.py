@@ -48,6 +48,15 @@ def _mail_sink(_: argparse.Namespace) -> None:
     sink.stop()
 
 
+def _sms_sink(_: argparse.Namespace) -> None:
+    from adapters.notify.sms_sink import run
+    from config.settings import get_settings
+
+    settings = get_settings()
+    print(f"SMS sink: http://{settings.sms_sink_host}:{settings.sms_sink_port} (GET /messages)", flush=True)
+    run(settings.sms_sink_host, settings.sms_sink_port)
+
+
 def _up(_: argparse.Namespace) -> None:
     from o2c_cli.stack import run_stack
 
@@ -70,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run the Temporal worker").set_defaults(func=_worker)
     sub.add_parser("oss-sim", help="run the OSS simulator").set_defaults(func=_oss_sim)
     sub.add_parser("mail-sink", help="run a local SMTP server that stores mail under var/mail").set_defaults(func=_mail_sink)
+    sub.add_parser("sms-sink", help="run a local SMS gateway that keeps messages (GET /messages)").set_defaults(func=_sms_sink)
     demo = sub.add_parser("demo", help="drive one customer through order-to-cash against a running `o2c up`")
     demo.add_argument("--api", default="http://127.0.0.1:8000")
     demo.add_argument("--oss", default="http://127.0.0.1:8100")
@@ -87,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     from o2c_cli import staff_cmds  # staff add|list|disable|enable|passwd
 
     staff_cmds.register(sub)
+    from o2c_cli import reconcile_cmds  # reconcile-oss
+
+    reconcile_cmds.register(sub)
+    from o2c_cli import refund_cmds  # poll-refunds
+
+    refund_cmds.register(sub)
     return parser
 
 

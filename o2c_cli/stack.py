@@ -74,6 +74,7 @@ def run_stack() -> int:
     env = dict(os.environ)
     env.setdefault("O2C_OSS_CALLBACK_URL", f"{settings.public_base_url}/tmf-api/serviceOrdering/v4/listener/serviceOrderStateChangeEvent")
     env.setdefault("O2C_OSS_CALLBACK_API_KEY", settings.oss_callback_api_key)
+    env.setdefault("O2C_SMS_URL", f"http://127.0.0.1:{settings.sms_sink_port}")
     o2c = [sys.executable, "-m", "o2c_cli.main"]
     children: list[tuple[str, subprocess.Popen]] = []
     stopping = False
@@ -91,6 +92,7 @@ def run_stack() -> int:
         for name, args, wait_port in (
             ("oss-sim", o2c + ["oss-sim"], settings.oss_sim_port),
             ("mail-sink", o2c + ["mail-sink"], settings.smtp_port),
+            ("sms-sink", o2c + ["sms-sink"], settings.sms_sink_port),
             ("worker", o2c + ["worker"], None),
             ("api", o2c + ["api"], settings.api_port),
         ):
@@ -105,6 +107,7 @@ def run_stack() -> int:
             f"  Temporal gRPC  {settings.temporal_address}\n"
             f"  OSS simulator  http://127.0.0.1:{settings.oss_sim_port}\n"
             f"  Mail sink      smtp://127.0.0.1:{settings.smtp_port} -> {settings.var_dir / 'mail'}\n"
+            f"  SMS sink       http://127.0.0.1:{settings.sms_sink_port}/messages\n"
             f"  Database       {settings.database_url}\n"
             "Press Ctrl-C to stop.\n",
             flush=True,

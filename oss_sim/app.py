@@ -5,7 +5,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from oss_sim import routes_admin, routes_tmf
+from oss_sim import routes_admin, routes_inventory, routes_tmf
 from oss_sim.callbacks import CallbackSender
 from oss_sim.errors import SimError, sim_error_handler
 from oss_sim.processing import OrderProcessor
@@ -29,5 +29,6 @@ def create_app(settings: SimSettings | None = None) -> FastAPI:
     app.state.sim_processor = OrderProcessor(state, settings, CallbackSender(settings))
     app.add_exception_handler(SimError, sim_error_handler)
     app.include_router(routes_tmf.router)
+    app.include_router(routes_inventory.router)
     app.include_router(routes_admin.router)
     return app

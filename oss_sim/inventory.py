@@ -24,6 +24,8 @@ class ServiceRecord:
     msisdn: str
     state: ServiceState = "inactive"
     barring: Barring = "none"
+    # Roaming data barred (a roaming data cap's cut-off): beside `barring`, voice, SMS and domestic data go on.
+    roaming_data_barred: bool = False
     product_offering_id: str | None = None
     customer_id: str | None = None
     history: list[dict[str, object]] = field(default_factory=list)
@@ -36,6 +38,7 @@ class ServiceRecord:
                 "serviceOrderId": service_order_id,
                 "state": self.state,
                 "barring": self.barring,
+                "roamingDataBarred": self.roaming_data_barred,
             }
         )
 
@@ -44,6 +47,7 @@ class ServiceRecord:
             "msisdn": self.msisdn,
             "state": self.state,
             "barring": self.barring,
+            "roamingDataBarred": self.roaming_data_barred,
             "productOfferingId": self.product_offering_id,
             "customerId": self.customer_id,
             "history": list(self.history),
@@ -58,6 +62,7 @@ class AppliedChange:
     action: str
     previous_state: ServiceState
     previous_barring: Barring
+    previous_roaming_data_barred: bool = False
 
 
 class ServiceInventory:
@@ -86,6 +91,7 @@ class ServiceInventory:
             service = self._services.setdefault(msisdn, ServiceRecord(msisdn=msisdn))
             service.state = "inactive"
             service.barring = "none"
+            service.roaming_data_barred = False
         service.product_offering_id = product_offering_id
         service.customer_id = customer_id
         service.record("ordered", service_order_id)
@@ -93,24 +99,34 @@ class ServiceInventory:
     def activate(self, msisdn: str, service_order_id: str) -> AppliedChange:
         self.check_can_order("add", msisdn)
         service = self._services.setdefault(msisdn, ServiceRecord(msisdn=msisdn))
-        change = AppliedChange(msisdn, "add", service.state, service.barring)
+        change = AppliedChange(msisdn, "add", service.state, service.barring, service.roaming_data_barred)
         service.state = "active"
         service.barring = "none"
+        service.roaming_data_barred = False
         service.record("activated", service_order_id)
         return change
 
     def set_barring(self, msisdn: str, barring: Barring, service_order_id: str) -> AppliedChange:
+        return self.modify(msisdn, service_order_id, barring=barring)
+
+    def modify(self, msisdn: str, service_order_id: str, *, barring: Barring | None = None,
+               roaming_data_barred: bool | None = None) -> AppliedChange:
+        """Changes the barring, the roaming data barring, or both; what is not given stays as it is."""
         self.check_can_order("modify", msisdn)
         service = self._services[msisdn]
-        change = AppliedChange(msisdn, "modify", service.state, service.barring)
-        service.barring = barring
-        service.record(f"barring:{barring}", service_order_id)
+        change = AppliedChange(msisdn, "modify", service.state, service.barring, service.roaming_data_barred)
+        if barring is not None:
+            service.barring = barring
+            service.record(f"barring:{barring}", service_order_id)
+        if roaming_data_barred is not None:
+            service.roaming_data_barred = roaming_data_barred
+            service.record(f"roamingDataBarred:{'true' if roaming_data_barred else 'false'}", service_order_id)
         return change
 
     def terminate(self, msisdn: str, service_order_id: str) -> AppliedChange:
         self.check_can_order("delete", msisdn)
         service = self._services[msisdn]
-        change = AppliedChange(msisdn, "delete", service.state, service.barring)
+        change = AppliedChange(msisdn, "delete", service.state, service.barring, service.roaming_data_barred)
         # Terminating twice is harmless, so the second delete completes without a change.
         if service.state != "terminated":
             service.state = "terminated"
@@ -123,6 +139,7 @@ class ServiceInventory:
             service.state = "terminated"
         elif change.action == "modify":
             service.barring = change.previous_barring
+            service.roaming_data_barred = change.previous_roaming_data_barred
         else:
             service.state = change.previous_state
         service.record(f"undone:{change.action}", service_order_id)

@@ -8,9 +8,12 @@ from oss_sim.inventory import BARRING_VALUES
 from oss_sim.models import ServiceOrderCreate, ServiceOrderItemCreate
 from oss_sim.state import OrderItem
 
+ROAMING_DATA_BARRED_VALUES = ("true", "false")
+
 REQUIRED_CHARACTERISTICS = {
     "add": ("msisdn", "productOfferingId", "customerId"),
-    "modify": ("msisdn", "barring"),
+    # modify: barring and/or roamingDataBarred (checked below)
+    "modify": ("msisdn",),
     "delete": ("msisdn",),
 }
 
@@ -45,14 +48,25 @@ def _characteristics(raw: ServiceOrderItemCreate, where: str) -> dict[str, Any]:
                 f"action {raw.action!r} needs characteristic {name!r} as a non-empty string",
                 field=f"{where}.{name}",
             )
-    if raw.action == "modify" and values["barring"] not in BARRING_VALUES:
+    if raw.action == "modify":
+        _check_modify(values, where)
+    return values
+
+
+def _check_modify(values: dict[str, Any], where: str) -> None:
+    """A modify changes the barring (none/outgoing/full), the roaming data barring ("true"/"false"), or both."""
+    if "barring" not in values and "roamingDataBarred" not in values:
+        raise SimError(400, "missingCharacteristic", "action 'modify' needs characteristic 'barring' or 'roamingDataBarred'",
+                       field=f"{where}.barring")
+    if "roamingDataBarred" in values and values["roamingDataBarred"] not in ROAMING_DATA_BARRED_VALUES:
+        raise SimError(400, "invalidCharacteristic", "roamingDataBarred must be 'true' or 'false'", field=f"{where}.roamingDataBarred")
+    if "barring" in values and values["barring"] not in BARRING_VALUES:
         raise SimError(
             400,
             "invalidCharacteristic",
             f"barring must be one of {', '.join(BARRING_VALUES)}",
             field=f"{where}.barring",
         )
-    return values
 
 
 def fingerprint(items: list[OrderItem]) -> str:

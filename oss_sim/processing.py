@@ -195,7 +195,9 @@ class OrderProcessor:
                 if item.action == "add":
                     applied.append(inventory.activate(item.msisdn, order.id))
                 elif item.action == "modify":
-                    applied.append(inventory.set_barring(item.msisdn, item.characteristics["barring"], order.id))
+                    roaming = item.characteristics.get("roamingDataBarred")
+                    applied.append(inventory.modify(item.msisdn, order.id, barring=item.characteristics.get("barring"),
+                                                    roaming_data_barred=None if roaming is None else roaming == "true"))
                 else:
                     applied.append(inventory.terminate(item.msisdn, order.id))
         except ServiceChangeRefused:

@@ -39,7 +39,9 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "isolation_level": None})
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    # At least as many connections as the worker has activity slots (worker.ACTIVITY_SLOTS, 32): an activity
+    # must never wait for a connection that another activity's thread holds.
+    return create_engine(url, pool_pre_ping=True, pool_size=16, max_overflow=24)
 
 
 @lru_cache(maxsize=8)
@@ -67,5 +69,6 @@ def alembic_config(url: str) -> Config:
 
 
 def migrate(url: str) -> None:
-    """Bring the schema to the latest revision; a no-op when it is already there."""
+    """Bring the schema to the latest revision; a no-op when it is already there. ("head", not "heads":
+    two migrations written side by side must fail here rather than run in an unplanned order.)"""
     command.upgrade(alembic_config(url), "head")

@@ -47,6 +47,8 @@ class BillingAccount(SQLModel, table=True):
     # bars outgoing use until the next cycle.
     spending_limit_cents: int | None = Field(default=None, sa_type=BigInteger, nullable=True)
     spending_hard_cap: bool = False
+    # The EU roaming data cut-off limit (domain.spending.EU_ROAMING_DATA_CAP) applies unless the customer opted out (0015).
+    roaming_data_cap_opt_out: bool = False
     # E-invoicing (migration 0011): a Leitweg-ID (BT-10) makes the embedded XML an XRechnung.
     leitweg_id: str | None = None
     # Itemised bill (EVN, §65 TKG): only on the customer's request; optionally the last 3 digits masked.
@@ -139,10 +141,18 @@ class UsageRecord(SQLModel, table=True):
     __tablename__ = "usage_record"
     id: str = Field(primary_key=True)
     usage_type: str  # voice | sms | data
+    # Indexes (migration 0015): each one is written by every CDR, so only those a query needs:
+    # msisdn and billing_account_id (usage list filters, invoicing), (product_id, period_start)
+    # (re-rating) and invoice_id only where set (an invoice's usage).
+    __table_args__ = (
+        Index("ix_usage_record_product_period", "product_id", "period_start"),
+        Index("ix_usage_record_invoice_id", "invoice_id", postgresql_where=text("invoice_id IS NOT NULL"),
+              sqlite_where=text("invoice_id IS NOT NULL")),
+    )
     msisdn: str = Field(index=True)
-    product_id: str = Field(index=True)
+    product_id: str
     billing_account_id: str = Field(index=True)
-    event_time: datetime = _utc(index=True)
+    event_time: datetime = _utc()
     quantity: int = Field(sa_type=BigInteger)  # seconds, messages or bytes
     status: str = "rated"  # TMF635: received | guided | rated | rerated | billed
     units: int = 0
@@ -150,8 +160,8 @@ class UsageRecord(SQLModel, table=True):
     chargeable_units: int = 0
     amount_micros: int = Field(default=0, sa_type=BigInteger)
     catalog_version: str | None = None
-    period_start: datetime = _utc(index=True)
-    invoice_id: str | None = Field(default=None, index=True)
+    period_start: datetime = _utc()
+    invoice_id: str | None = None
     received_at: datetime = _utc()
     # How it was priced (domain.rating_engine), so a bill line can be explained and re-rated.
     # units / allowance_units / chargeable_units above stay in billing units (started minutes,
@@ -195,6 +205,11 @@ class AllowanceCounter(SQLModel, table=True):
     # Set when usage arrived older than usage already rated here (or the tariff was corrected):
     # allowances were drawn out of time order; services.usage_rerate puts them right.
     needs_rerate: bool = False
+    # The running cost of the usage rated into this period (sum of usage_record.amount_micros) and the part
+    # of it that is roaming data outside roam-like-at-home, moved under this row's lock by every write of
+    # usage (migration 0015): spending limits and the EU roaming data cap read these, never re-sum usage.
+    usage_micros: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
+    roaming_data_micros: int = Field(default=0, sa_type=BigInteger, sa_column_kwargs={"server_default": "0"})
 
 
 class InvoiceSequence(SQLModel, table=True):
@@ -221,7 +236,7 @@ class Invoice(SQLModel, table=True):
     )
     id: str = Field(primary_key=True)
     number: str | None = Field(default=None, unique=True)  # None only for an onHold draft
-    kind: str = "cycle"  # cycle | on_demand | credit_note
+    kind: str = "cycle"  # cycle | on_demand | late_fee | credit_note
     billing_account_id: str = Field(index=True)
     customer_id: str = Field(index=True)
     state: str = Field(default="new", index=True)  # TMF678: new | onHold | validated | sent | partiallyPaid | settled
@@ -254,6 +269,8 @@ class Invoice(SQLModel, table=True):
 
 # What may still move on an issued document: its TMF678 state and how much of it is settled.
 INVOICE_MOVABLE_FIELDS = frozenset({"state", "paid_cents"})
+# Set once on a numbered document that has neither PDF nor hash yet, never changed afterwards.
+INVOICE_SEAL_FIELDS = frozenset({"pdf", "xml", "chain_seq", "previous_hash", "content_hash"})
 
 
 class ImmutableDocumentError(RuntimeError):
@@ -268,8 +285,10 @@ def _issued_documents_keep_their_content(_mapper, connection, target: Invoice) -
     if not changed:
         return
     table = Invoice.__table__
-    stored_number = connection.execute(select(table.c.number).where(table.c.id == target.id)).scalar()
-    if stored_number is not None:
+    stored = connection.execute(select(table.c.number, table.c.content_hash.is_(None) & table.c.pdf.is_(None)).where(table.c.id == target.id)).first()
+    stored_number, awaiting_seal = (stored[0], bool(stored[1])) if stored is not None else (None, False)
+    # A cycle invoice is numbered first and gets its PDF, XML and seal once, afterwards (invoice_issuer.seal_documents).
+    if stored_number is not None and not (awaiting_seal and set(changed) <= INVOICE_SEAL_FIELDS):
         raise ImmutableDocumentError(f"{stored_number} is issued: {', '.join(changed)} cannot change; issue a credit note instead")
 
 
@@ -352,7 +371,7 @@ class Payment(SQLModel, table=True):
     decline_code: str | None = None
     description: str | None = None
     recorded_by: str | None = None
-    allocated_cents: int = Field(default=0, sa_type=BigInteger)  # how much of a succeeded payment went to invoices
+    allocated_cents: int = Field(default=0, sa_type=BigInteger)  # how much of a succeeded payment is used up: by invoices, or refunded (services.refunds)
     created_at: datetime = _utc()
 
 
@@ -686,3 +705,160 @@ def _no_bulk_audit_changes(state) -> None:
     mapper = state.bind_mapper
     if (mapper is not None and mapper.class_ is AuditLog) or getattr(state.statement, "table", None) is AuditLog.__table__:
         raise AppendOnlyError("the audit log is append-only: no UPDATE or DELETE")
+
+
+# --- service state (migration 0014) ----------------------------------------------------------------
+
+
+class ProductStatusChange(SQLModel, table=True):
+    """The history of a product's status: every move (and every change of why), by whom and on whose behalf."""
+
+    __tablename__ = "product_status_change"
+    id: int | None = Field(default=None, primary_key=True)
+    product_id: str = Field(index=True)
+    from_status: str | None = None
+    to_status: str
+    reason: str | None = None
+    source: str  # manual | dunning | spending | reconciliation
+    actor: str = "system"
+    at: datetime = _utc(index=True)
+
+
+class ManualSuspension(SQLModel, table=True):
+    """A staff suspension in force (the row goes when staff restore the line), with the bar the other parties
+    (dunning, the spending cap) want underneath it, re-applied on restore (domain.service_state)."""
+
+    __tablename__ = "manual_suspension"
+    product_id: str = Field(primary_key=True)
+    request_id: str
+    reason: str
+    actor: str
+    at: datetime = _utc()
+    underlying_barring: str = "none"  # none | outgoing | full
+    underlying_reason: str | None = None
+
+
+
+class Refund(SQLModel, table=True):
+    """TMF676 Refund: money given back from a payment (kind refund: by finance, through the gateway or
+    booked by hand) or taken back by the payer's bank (kind chargeback: a card dispute or a SEPA return).
+    `reversal` records where the money came from (account credit, invoice allocations; domain.allocation
+    .reverse), so a failed refund or a won dispute puts it back exactly (migration 0012)."""
+
+    __tablename__ = "refund"
+    id: str = Field(primary_key=True)
+    correlator_id: str = Field(unique=True)  # the client's idempotency key; "dispute:<id>" for a Stripe dispute
+    request_hash: str | None = None
+    kind: str = "refund"  # refund | chargeback
+    payment_id: str = Field(index=True)
+    billing_account_id: str = Field(index=True)
+    amount_cents: int = Field(sa_type=BigInteger)
+    currency: str = "EUR"
+    method: str  # gateway | manual
+    status: str  # pending | succeeded | failed | canceled
+    reason: str | None = None
+    gateway_refund_id: str | None = Field(default=None, index=True)
+    dispute_id: str | None = Field(default=None, unique=True)
+    dispute_status: str | None = None  # needs_response | under_review | won | lost (chargebacks)
+    fee_cents: int = Field(default=0, sa_type=BigInteger)
+    failure_reason: str | None = None
+    reversal: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    reversed: bool = False  # the money is currently taken back from the payment
+    recorded_by: str | None = None
+    created_at: datetime = _utc()
+    updated_at: datetime = _utc()
+
+
+# --- cycle charges: billed fees, plan changes, promotions (migration 0013) ---------------------------
+
+
+class BilledFeeRow(SQLModel, table=True):
+    """A recurring charge or credit an issued invoice carries for part of one cycle (domain.charges.BilledFee).
+    Passed back to domain.charges.compute_cycle_charges, it keeps a fee from being billed twice. Fees are
+    micro-units (a discounted fee may have sub-cent precision)."""
+
+    __tablename__ = "billed_fee"
+    __table_args__ = (UniqueConstraint("invoice_id", "seq", name="uq_billed_fee_invoice_seq"),)
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: str = Field(index=True)
+    seq: int  # position among the invoice's billed fees
+    product_id: str = Field(index=True)
+    plan_id: str
+    period_start: datetime = _utc()
+    covered_from: datetime = _utc()
+    covered_to: datetime = _utc()
+    monthly_fee_micros: int = Field(sa_type=BigInteger)
+    net_fee_micros: int = Field(sa_type=BigInteger)
+    direction: str  # charge | credit
+    times: int = 1
+
+
+class ProductPlanSpan(SQLModel, table=True):
+    """A plan (product offering) of a product from `effective_at` on: the first plan at activation, then each
+    plan change (TMF622 modify). A downgrade waits for the cycle end: `applied` turns true once
+    Product.offering_id shows it."""
+
+    __tablename__ = "product_plan_span"
+    __table_args__ = (UniqueConstraint("product_id", "effective_at", name="uq_product_plan_span_product_effective"),)
+    id: str = Field(primary_key=True)  # "<order id>:<order item id>"
+    product_id: str = Field(index=True)
+    offering_id: str
+    offering_version: str
+    previous_offering_id: str | None = None
+    effective_at: datetime = _utc(index=True)
+    requested_at: datetime = _utc()
+    order_id: str | None = None
+    applied: bool = False
+
+
+class ProductDiscount(SQLModel, table=True):
+    """A catalog promotion granted to a product by its order item (TMF622 itemPrice.priceAlteration)."""
+
+    __tablename__ = "product_discount"
+    __table_args__ = (UniqueConstraint("product_id", "promotion_id", name="uq_product_discount_promotion"),)
+    id: str = Field(primary_key=True)  # "<product id>:<promotion id>"
+    product_id: str = Field(index=True)
+    billing_account_id: str = Field(index=True)
+    promotion_id: str
+    name: str
+    kind: str  # percent | fixed
+    value: str  # exact decimal text: percent, or net EUR per cycle
+    applies_to: str  # recurring | invoice
+    cycles: int | None = None
+    first_cycle_at: datetime = _utc()
+    order_id: str | None = None
+
+
+class SavedPaymentMethod(SQLModel, table=True):
+    """The payment method of a billing account as saved at the payment gateway (migration 0016): the gateway's
+    customer, payment method and (SEPA) mandate ids. One row per account, replaced when the method changes.
+    `source_digest` is a digest of what the client sent, so the same PATCH again calls no gateway."""
+
+    __tablename__ = "saved_payment_method"
+    billing_account_id: str = Field(primary_key=True, foreign_key="billing_account.id")
+    gateway: str  # stripe | sandbox
+    kind: str  # card | sepa_debit
+    gateway_customer_id: str
+    gateway_payment_method_id: str
+    source_digest: str
+    last4: str | None = None
+    brand: str | None = None
+    mandate_id: str | None = Field(default=None, index=True)
+    mandate_acceptance: str | None = None  # online | offline
+    # active | revoked (the mandate was revoked or went inactive: charges are hard declines until a new method is saved)
+    status: str = "active"
+    status_reason: str | None = None
+    created_at: datetime = _utc()
+    updated_at: datetime = _utc()
+
+
+class ConsoleLoginFailure(SQLModel, table=True):
+    """A failed console sign-in, counted per (username, client address) to slow password guessing
+    (api.console.login_limit). Kept in the database so every API process counts the same failures."""
+
+    __tablename__ = "console_login_failure"
+    __table_args__ = (Index("ix_console_login_failure_key", "username", "client_ip", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    username: str
+    client_ip: str
+    at: datetime = _utc()

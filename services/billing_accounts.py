@@ -1,14 +1,26 @@
 """TMF666 billing accounts."""
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from sqlmodel import Session, select
+from temporalio.service import RPCError
 
 from domain.billing_profile import BillingProfile
 from domain.money import to_minor
 from domain.spending import SpendingLimit
-from persistence.tables import BillingAccount, BusinessEvent, Customer
-from services.errors import Invalid, NotFound, field_error
-from services.query import Page, new_id, paginate, utcnow
+from persistence.tables import BillingAccount, BusinessEvent, Customer, OutboxMessage
+from services.errors import Conflict, Invalid, NotFound, Unavailable, field_error
+from services.query import Page, new_id, paginate, run_tx, utcnow
+from services.workflows import LazyWorkflows, is_not_found
+from workflows.messages import SIGNAL_ROAMING_DATA_CONTINUE, RoamingDataContinue, billing_account_workflow_id
+
+log = logging.getLogger(__name__)
+
+# An opt-out of the EU roaming data limit, for the account's workflow (it lifts a roaming data barring of the cycle).
+ROAMING_OPT_OUT_TOPIC = "roaming_data.opt_out"
+OPT_OUT_REASON = "opted out of the roaming data limit"
 
 
 def create_billing_account(
@@ -26,20 +38,14 @@ def create_billing_account(
     leitweg_id: str | None = None,
     itemised_bill: bool = False,
     itemised_mask_last3: bool = False,
+    account_id: str | None = None,
+    roaming_data_cap_opt_out: bool = False,
 ) -> BillingAccount:
-    errors = []
-    customer = session.get(Customer, customer_id)
-    if customer is None:
-        errors.append(field_error(customer_field, "unknown_customer", f"no customer {customer_id!r}"))
-    profile = profiles.get(billing_profile)
-    if profile is None:
-        errors.append(field_error("billingProfile", "unknown_billing_profile", f"no billing profile {billing_profile!r}; known: {sorted(profiles)}"))
-    if errors:
-        raise Invalid(errors)
-    assert customer is not None and profile is not None
+    customer, profile = check_new_account(session, customer_id=customer_id, billing_profile=billing_profile, profiles=profiles,
+                                          customer_field=customer_field)
     now = utcnow()
     row = BillingAccount(
-        id=new_id(),
+        id=account_id or new_id(),
         customer_id=customer_id,
         name=name,
         timezone=timezone,
@@ -56,6 +62,7 @@ def create_billing_account(
         leitweg_id=leitweg_id,
         itemised_bill=itemised_bill,
         itemised_mask_last3=itemised_mask_last3,
+        roaming_data_cap_opt_out=roaming_data_cap_opt_out,
     )
     session.add(row)
     session.add(
@@ -68,6 +75,22 @@ def create_billing_account(
         )
     )
     return row
+
+
+def check_new_account(session: Session, *, customer_id: str, billing_profile: str, profiles: dict[str, BillingProfile],
+                      customer_field: str = "relatedParty[0].id") -> tuple[Customer, BillingProfile]:
+    """The customer and billing profile a new account refers to, or Invalid (before anything is created anywhere)."""
+    errors = []
+    customer = session.get(Customer, customer_id)
+    if customer is None:
+        errors.append(field_error(customer_field, "unknown_customer", f"no customer {customer_id!r}"))
+    profile = profiles.get(billing_profile)
+    if profile is None:
+        errors.append(field_error("billingProfile", "unknown_billing_profile", f"no billing profile {billing_profile!r}; known: {sorted(profiles)}"))
+    if errors:
+        raise Invalid(errors)
+    assert customer is not None and profile is not None
+    return customer, profile
 
 
 def set_spending_limit(session: Session, account_id: str, limit: SpendingLimit | None) -> BillingAccount:
@@ -83,6 +106,84 @@ def set_spending_limit(session: Session, account_id: str, limit: SpendingLimit |
         session.add(BusinessEvent(customer_id=row.customer_id, billing_account_id=row.id, kind="spending_limit_changed",
                                   message=f"Spending limit changed from {before} to {after}", data={"before": before, "after": after}, at=utcnow()))
     return row
+
+
+def set_roaming_data_cap_opt_out(session: Session, account_id: str, opt_out: bool) -> tuple[BillingAccount, bool]:
+    """Opts the account out of the EU roaming data limit (or back in); the answer says whether it changed. It applies
+    to roaming data rated from now on; an account that opts out while barred is lifted by its workflow, told through
+    an outbox message written with the opt-out (adapters.temporal.outbox_relay delivers it, however long Temporal is away)."""
+    row = get_billing_account(session, account_id)
+    changed = row.roaming_data_cap_opt_out != opt_out
+    if changed:
+        now = utcnow()
+        row.roaming_data_cap_opt_out = opt_out
+        session.add(row)
+        session.add(BusinessEvent(customer_id=row.customer_id, billing_account_id=row.id, kind="roaming_data_cap_changed",
+                                  message="Opted out of the EU roaming data limit" if opt_out else "The EU roaming data limit applies again",
+                                  data={"optOut": opt_out}, at=now))
+        if opt_out:
+            request = f"opt-out:{new_id()}"
+            session.add(OutboxMessage(key=f"{ROAMING_OPT_OUT_TOPIC}:{row.id}:{request}", topic=ROAMING_OPT_OUT_TOPIC, created_at=now,
+                                      payload={"billingAccountId": row.id, "requestId": request, "reason": OPT_OUT_REASON}))
+    return row, changed
+
+
+def roaming_opt_out_signal(payload: dict[str, Any]) -> tuple[str, RoamingDataContinue]:
+    """(billing account id, signal) for a `roaming_data.opt_out` outbox message: the workflow lifts a roaming data
+    barring of this cycle (as when the customer asks to continue); a repeat does nothing (it acts once a cycle)."""
+    return payload["billingAccountId"], RoamingDataContinue(request_id=payload["requestId"], reason=payload["reason"])
+
+
+def roaming_data_cap_view(row: BillingAccount) -> dict[str, bool]:
+    return {"optOut": row.roaming_data_cap_opt_out}
+
+
+def _continuable(session: Session, account_id: str) -> BillingAccount:
+    row = get_billing_account(session, account_id)
+    if row.roaming_data_cap_opt_out:
+        raise Conflict(f"billing account {account_id} opted out of the roaming data limit; roaming data is never cut off",
+                       code="roaming_data_cap_opted_out")
+    return row
+
+
+async def continue_roaming_data(db_url: str, workflows: LazyWorkflows, account_id: str, *, request_id: str, reason: str) -> BillingAccount:
+    """The customer asks to go on using roaming data this cycle past the roaming data limit: the account's workflow
+    lifts the roaming data barring (if the limit cut it off) and does not cut it off again until the cycle ends.
+    Repeating it is harmless (the workflow acts once a cycle). Recorded as a business event once the workflow is told."""
+    await run_tx(db_url, _continuable, account_id)
+    signal = RoamingDataContinue(request_id=request_id, reason=reason)
+    try:
+        await workflows.call(lambda gateway: gateway.client.get_workflow_handle(billing_account_workflow_id(account_id))
+                             .signal(SIGNAL_ROAMING_DATA_CONTINUE, signal))
+    except RPCError as exc:
+        if is_not_found(exc):
+            raise Conflict(f"billing account {account_id} is not being billed (no live products): there is no roaming data to continue",
+                           code="billing_not_started") from exc
+        raise
+
+    def record(session: Session) -> BillingAccount:
+        row = get_billing_account(session, account_id)
+        session.add(BusinessEvent(customer_id=row.customer_id, billing_account_id=row.id, kind="roaming_data_cap.continue_requested",
+                                  message=f"The customer asked to continue roaming data this cycle past the roaming data limit: {reason}",
+                                  data={"requestId": request_id, "reason": reason}, at=utcnow()))
+        return row
+
+    return await run_tx(db_url, record)
+
+
+async def lift_roaming_data_after_opt_out(workflows: LazyWorkflows, account_id: str, request_id: str) -> None:
+    """Prompt, best effort: tells the account's workflow at once that the customer opted out, so a roaming data barring
+    of this cycle is lifted without waiting for the relay. The outbox message set_roaming_data_cap_opt_out wrote is what
+    guarantees it (a second signal does nothing). Without a workflow nothing is barred."""
+    signal = RoamingDataContinue(request_id=request_id, reason=OPT_OUT_REASON)
+    try:
+        await workflows.call(lambda gateway: gateway.client.get_workflow_handle(billing_account_workflow_id(account_id))
+                             .signal(SIGNAL_ROAMING_DATA_CONTINUE, signal))
+    except Unavailable as exc:
+        log.warning("billing account %s opted out of the roaming data limit; its workflow was not told (%s)", account_id, exc.message)
+    except RPCError as exc:
+        if not is_not_found(exc):
+            log.warning("billing account %s opted out of the roaming data limit; signalling its workflow failed: %s", account_id, exc)
 
 
 DOCUMENT_OPTIONS = ("leitweg_id", "itemised_bill", "itemised_mask_last3")

@@ -34,9 +34,18 @@ def get_bill(session: Session, invoice_id: str) -> Invoice:
     return row
 
 
+class DocumentNotReady(Conflict):
+    def __init__(self, invoice_id: str) -> None:
+        super().__init__(f"bill {invoice_id} is numbered; its document is being rendered and sealed, ask again in a few seconds",
+                         code="document_not_ready")
+
+
 def bill_pdf(session: Session, invoice_id: str) -> tuple[str, bytes]:
     """(invoice number, PDF bytes); NotFound when the bill or its document does not exist."""
     row = get_bill(session, invoice_id)
+    if row.number is not None and row.pdf is None and row.state != "onHold":
+        # Numbered first, rendered and sealed right after (outside the document-chain lock): seconds away.
+        raise DocumentNotReady(invoice_id)
     if row.pdf is None or row.number is None:
         raise NotFound("billDocument", invoice_id)
     return row.number, row.pdf
@@ -46,6 +55,8 @@ def bill_xml(session: Session, invoice_id: str) -> tuple[str, bytes]:
     """(invoice number, EN 16931 CII XML bytes: Factur-X or XRechnung); NotFound when the bill has none
     (an onHold draft, or a document issued before migration 0011)."""
     row = get_bill(session, invoice_id)
+    if row.number is not None and row.xml is None and row.pdf is None:
+        raise DocumentNotReady(invoice_id)
     if row.xml is None or row.number is None:
         raise NotFound("billDocument", invoice_id)
     return row.number, row.xml

@@ -35,6 +35,8 @@ CUSTOMER_BILL_STATE_CHANGE = "CustomerBillStateChangeEvent"
 # TMF676
 PAYMENT_CREATE = "PaymentCreateEvent"
 PAYMENT_STATE_CHANGE = "PaymentStateChangeEvent"
+REFUND_CREATE = "RefundCreateEvent"
+REFUND_STATE_CHANGE = "RefundStateChangeEvent"
 # o2c, on the accountManagement hub
 DUNNING_LEVEL_CHANGE = "DunningLevelChangeEvent"
 
@@ -138,3 +140,25 @@ def emit_product_event(session: Session, product: Product, *, at: datetime, even
     from api import tmf
 
     return emit_event(session, event_type=event_type, resource_type="product", resource_id=product.id, resource=tmf.product(product), at=at)
+
+
+def emit_bill_state_event(session: Session, invoice: Any, at: datetime) -> str:
+    """TMF678 CustomerBillStateChangeEvent carrying the bill as GET customerBill shows it, in the caller's
+    transaction: when a payment, an allocation, a refund or a chargeback moves a bill's state
+    (partiallyPaid, settled, or reopened back to sent / partiallyPaid). The event id names the state and
+    how often the bill reached it, so emitting it again for the same state writes nothing new."""
+    from api import tmf
+
+    return emit_event(session, event_type=CUSTOMER_BILL_STATE_CHANGE, resource_type="customerBill", resource_id=invoice.id,
+                      resource=tmf.customer_bill(invoice), at=at)
+
+
+def emit_refund_event(session: Session, refund: Any, *, created: bool, at: datetime) -> str:
+    """TMF676 RefundCreateEvent (a new refund or chargeback) or RefundStateChangeEvent: a refund's status moved
+    (pending -> succeeded / failed), or a chargeback's dispute status did (the event's state is then the
+    dispute status: won, lost)."""
+    from api import tmf_refund
+
+    return emit_event(session, event_type=REFUND_CREATE if created else REFUND_STATE_CHANGE, resource_type="refund", resource_id=refund.id,
+                      resource=tmf_refund.refund(refund), at=at,
+                      state=None if created else (refund.dispute_status if refund.kind == "chargeback" else refund.status))

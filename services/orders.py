@@ -14,10 +14,11 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from domain.catalog import Catalog
-from domain.orders import OrderItemRequest, OrderState, is_cancellable, validate_order_items
+from domain.orders import OrderItemRequest, OrderState, is_cancellable
 from persistence.tables import BillingAccount, BusinessEvent, CancelProductOrder, Customer, OrderStep, ProductOrder, ProductOrderItem
 from services.errors import Conflict, Invalid, NotFound, Unavailable, field_error
 from services.hub_events import PRODUCT_ORDER_CREATE, emit_order_event
+from services.plan_changes import MODIFY, item_extras, validate_items
 from services.query import Page, new_id, paginate, run_tx, utcnow
 from services.workflows import LazyWorkflows, is_not_found
 from workflows.messages import CancelOrder, OrderInput, OrderItemInput
@@ -80,8 +81,11 @@ def record_order(session: Session, new: NewOrder, catalog: Catalog) -> tuple[Pro
     )
     session.add(order)
     session.flush()  # the items reference the order row
+    extras = item_extras(new.request)
     for item in new.items:
-        session.add(ProductOrderItem(order_id=order.id, item_id=item.item_id, action=item.action, offering_id=item.offering_id or ""))
+        product_id = extras.get(item.item_id, (None, []))[0] if item.action == MODIFY else None
+        session.add(ProductOrderItem(order_id=order.id, item_id=item.item_id, action=item.action, offering_id=item.offering_id or "",
+                                     product_id=product_id))
     session.add(OrderStep(order_id=order.id, step="received", status="done", detail=f"{len(new.items)} item(s)", at=now))
     session.add(
         BusinessEvent(
@@ -108,7 +112,7 @@ def _validate(session: Session, new: NewOrder, catalog: Catalog) -> None:
         errors.append(field_error("billingAccount.id", "unknown_billing_account", f"no billing account {new.billing_account_id!r}"))
     elif new.customer_id is not None and not any(e.code == "unknown_customer" for e in errors) and account.customer_id != new.customer_id:
         errors.append(field_error("billingAccount.id", "billing_account_mismatch", "the billing account belongs to another customer"))
-    errors.extend(validate_order_items(new.items, catalog))
+    errors.extend(validate_items(session, new.items, new.request, new.customer_id, catalog))
     if errors:
         raise Invalid(errors, "the order cannot be accepted; see errors", code="invalid_order")
 
@@ -122,7 +126,7 @@ async def submit_order(db_url: str, catalog: Catalog, workflows: LazyWorkflows, 
             order_id=order.id,
             customer_id=order.customer_id,
             billing_account_id=order.billing_account_id,
-            items=[OrderItemInput(item_id=i.item_id, offering_id=i.offering_id) for i in view.items],
+            items=[OrderItemInput(item_id=i.item_id, offering_id=i.offering_id, action=i.action) for i in view.items],
             oss_callback_wait_s=oss_callback_wait_s,
             oss_total_timeout_s=oss_total_timeout_s,
         )

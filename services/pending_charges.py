@@ -1,8 +1,12 @@
-"""One-time charges waiting for the next invoice (today: dunning late fees).
+"""One-time charges waiting to be invoiced (dunning late fees, chargeback fees).
 
-A pending charge is written once per business key (`add_pending_charge` is idempotent), billed once by
-the next invoice of its account, or waived by staff before that. How invoicing picks them up
-(activities/invoice_charges.py):
+A pending charge is written once per business key (`add_pending_charge` is idempotent), billed once, or
+waived by staff before that. A charge outside the scope of VAT (category O: a German late fee or a
+chargeback fee passed on is damages, not a supply) cannot share an invoice with taxed lines (EN 16931
+BR-O-11): it is billed only on a fee-only document (activities.dunning_fee_invoice: a dunning late fee at
+once when the level adds it, every other pending O charge right after the account's next cycle invoice)
+and `unbilled_pending_charges`, the gathering for cycle and on-demand invoices, never returns it
+(`unbilled_out_of_scope_charges` does). How an invoice picks the others up:
 
     rows = unbilled_pending_charges(session, billing_account_id, lock=True)
     charges += [PendingCharge(line=as_charge_line(row), charge_keys=[billed_key(row)], usage_ids=[]) for row in rows]
@@ -10,12 +14,16 @@ the next invoice of its account, or waived by staff before that. How invoicing p
     mark_billed(session, [row.key for row in rows], invoice.id)
 
 `unbilled_pending_charges` also leaves out rows whose BilledCharge mark exists, so even an issuer that
-forgot `mark_billed` never bills a fee twice."""
+forgot `mark_billed` never bills a fee twice.
+
+A category O charge states why it is outside the scope of VAT (BT-120, with BT-121 `VATEX-EU-O`):
+`exemption_reason`, by the charge's kind (OUT_OF_SCOPE_REASONS)."""
 from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
 
+from sqlalchemy import not_
 from sqlmodel import Session, col, select
 
 from domain.invoicing import ChargeLine
@@ -27,6 +35,17 @@ from services.query import utcnow
 PENDING = "pending"
 BILLED = "billed"
 WAIVED = "waived"
+# Charges in these VAT categories are billed only on a document of their own (BR-O-11: an "O" invoice has
+# no other category), never gathered for a cycle or on-demand invoice.
+OWN_INVOICE_CATEGORIES = frozenset({"O"})
+LATE_FEE = "late_fee"
+CHARGEBACK_FEE = "chargeback_fee"
+# BT-120 of a category O charge, by its kind: why it is not subject to VAT.
+OUT_OF_SCOPE_REASONS = {
+    LATE_FEE: "Nicht steuerbarer Schadensersatz (Mahngebühr)",
+    CHARGEBACK_FEE: "Nicht steuerbarer Schadensersatz (Rücklastschrift-/Chargebackgebühr)",
+}
+OUT_OF_SCOPE_DEFAULT_REASON = "Nicht steuerbarer Schadensersatz"
 
 
 def billed_key(row: PendingOneTimeCharge) -> str:
@@ -60,16 +79,37 @@ def add_pending_charge(session: Session, *, key: str, billing_account_id: str, a
     return row, True
 
 
-def unbilled_pending_charges(session: Session, billing_account_id: str, *, lock: bool = False) -> list[PendingOneTimeCharge]:
-    """The account's charges no invoice has taken and nobody waived, oldest first. `lock` takes row locks
-    (PostgreSQL) so a concurrent waiver waits for the invoice's transaction, and vice versa."""
+def exemption_reason(row: PendingOneTimeCharge) -> str | None:
+    """BT-120 of a charge outside the scope of VAT (category O); None for any other category."""
+    if row.vat_category != "O":
+        return None
+    return OUT_OF_SCOPE_REASONS.get(row.kind, OUT_OF_SCOPE_DEFAULT_REASON)
+
+
+def _unbilled(session: Session, billing_account_id: str, *, own_invoice: bool, lock: bool) -> list[PendingOneTimeCharge]:
+    in_own = col(PendingOneTimeCharge.vat_category).in_(OWN_INVOICE_CATEGORIES)
     statement = (select(PendingOneTimeCharge)
-                 .where(PendingOneTimeCharge.billing_account_id == billing_account_id, PendingOneTimeCharge.status == PENDING)
+                 .where(PendingOneTimeCharge.billing_account_id == billing_account_id, PendingOneTimeCharge.status == PENDING,
+                        in_own if own_invoice else not_(in_own))
                  .order_by(col(PendingOneTimeCharge.created_at), col(PendingOneTimeCharge.id)))
     if lock:
         statement = statement.with_for_update()
     rows = list(session.exec(statement))
     return [row for row in rows if session.get(BilledCharge, billed_key(row)) is None]
+
+
+def unbilled_pending_charges(session: Session, billing_account_id: str, *, lock: bool = False) -> list[PendingOneTimeCharge]:
+    """The account's charges no invoice has taken and nobody waived, oldest first, for a cycle or on-demand
+    invoice: never one outside the scope of VAT (OWN_INVOICE_CATEGORIES, of any kind: billed on a fee-only
+    document). `lock` takes row locks (PostgreSQL) so a concurrent waiver waits for the invoice's
+    transaction, and vice versa."""
+    return _unbilled(session, billing_account_id, own_invoice=False, lock=lock)
+
+
+def unbilled_out_of_scope_charges(session: Session, billing_account_id: str, *, lock: bool = False) -> list[PendingOneTimeCharge]:
+    """The account's pending charges outside the scope of VAT (category O) no document has taken, oldest
+    first: what activities.dunning_fee_invoice bills on a fee-only document."""
+    return _unbilled(session, billing_account_id, own_invoice=True, lock=lock)
 
 
 def as_charge_line(row: PendingOneTimeCharge) -> ChargeLine:

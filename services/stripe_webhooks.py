@@ -31,6 +31,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from datetime import datetime
 from typing import Any
 
@@ -39,11 +40,11 @@ from sqlmodel import Session, select
 from temporalio.service import RPCError
 
 from adapters.payments.port import GatewayError, PaymentGateway, PaymentNotFound
-from adapters.payments.stripe_gateway import StripeGateway
-from config.settings import Settings
 from domain.money import from_minor
 from domain.payments import FINAL_STATUSES, PaymentOutcome, advance_payment_status
 from persistence.tables import BillingAccount, BusinessEvent, Invoice, OutboxMessage, Payment, StripeWebhookEvent
+from services import payment_methods
+from services import bill_state_events  # noqa: F401 - registers the bill state event hook (API and worker)
 from services.errors import ServiceError, Unavailable
 from services.outbox import mark_delivered
 from services.query import run_tx, utcnow
@@ -63,6 +64,17 @@ PAYMENT_INTENT_EVENTS = frozenset({
     "payment_intent.canceled",
 })
 SOURCE = "webhook"
+# Refunds and disputes (services.refunds, services.disputes): the object is re-read like an intent.
+MANDATE_UPDATED = "mandate.updated"
+REFUND_EVENTS = frozenset({"refund.created", "refund.updated", "refund.failed"})
+CHARGE_REFUNDED = "charge.refunded"
+DISPUTE_EVENTS = frozenset({
+    "charge.dispute.created",
+    "charge.dispute.updated",
+    "charge.dispute.closed",
+    "charge.dispute.funds_withdrawn",
+    "charge.dispute.funds_reinstated",
+})
 
 
 class WebhookRejected(ServiceError):
@@ -77,6 +89,7 @@ class StripeEvent:
     type: str
     object_type: str | None
     object_id: str | None
+    payment_intent: str | None = None  # a charge's or refund's PaymentIntent (only a hint: re-read before use)
 
 
 @dataclass(frozen=True)
@@ -120,7 +133,9 @@ def verify_event(payload: bytes, signature_header: str | None, secret: str | Non
         raise WebhookRejected("the body is not a Stripe event", code="malformed_event")
     obj = (body.get("data") or {}).get("object") if isinstance(body.get("data"), dict) else None
     obj = obj if isinstance(obj, dict) else {}
-    return StripeEvent(id=body["id"], type=body["type"], object_type=obj.get("object"), object_id=obj.get("id"))
+    intent = obj.get("payment_intent")
+    return StripeEvent(id=body["id"], type=body["type"], object_type=obj.get("object"), object_id=obj.get("id"),
+                       payment_intent=intent if isinstance(intent, str) else None)
 
 
 def _signed_at(header: str) -> int:
@@ -134,9 +149,16 @@ def _signed_at(header: str) -> int:
 # --- 2-5. acting on an event -------------------------------------------------------------------
 
 
-async def handle_event(db_url: str, gateway: PaymentGateway, workflows: LazyWorkflows, event: StripeEvent) -> WebhookResult:
+async def handle_event(db_url: str, gateway: PaymentGateway, workflows: LazyWorkflows, event: StripeEvent, *,
+                       chargeback_fee: Decimal = Decimal("15.00")) -> WebhookResult:
     if await run_tx(db_url, _already_seen, event.id):
         return WebhookResult(event.id, "duplicate")
+    if event.type in REFUND_EVENTS or event.type == CHARGE_REFUNDED or event.type in DISPUTE_EVENTS:
+        from services import money_back_events
+
+        return await money_back_events.handle(db_url, gateway, workflows, event, chargeback_fee)
+    if event.type == MANDATE_UPDATED and event.object_type == "mandate" and event.object_id:
+        return await _mandate_updated(db_url, gateway, event)
     outcome: PaymentOutcome | None = None
     if event.type in PAYMENT_INTENT_EVENTS and event.object_type == "payment_intent" and event.object_id:
         try:
@@ -149,9 +171,30 @@ async def handle_event(db_url: str, gateway: PaymentGateway, workflows: LazyWork
     applied = await run_tx(db_url, record_event, event, outcome, utcnow())
     if applied.message_id is None:
         return applied.result
-    signalled = await _signal(db_url, workflows, applied.message_id, applied.payload)
+    signalled = await deliver_payment_result(db_url, workflows, applied.message_id, applied.payload)
     r = applied.result
     return WebhookResult(r.event_id, r.result, r.payment_id, r.status, signalled)
+
+
+async def _mandate_updated(db_url: str, gateway: PaymentGateway, event: StripeEvent) -> WebhookResult:
+    """A SEPA mandate changed (the debtor's bank cancelled it): re-read it and, when it is no longer active,
+    flag the account's saved method so its debits are hard declines (no retry against a dead mandate)."""
+    try:
+        status = await gateway.retrieve_mandate_status(event.object_id)
+    except PaymentNotFound:
+        status = None
+    except GatewayError as exc:
+        raise Unavailable(f"cannot re-read {event.object_id} from Stripe: {exc}", code="stripe_unavailable") from exc
+
+    def record(session: Session) -> WebhookResult:
+        if session.get(StripeWebhookEvent, event.id) is not None:
+            return WebhookResult(event.id, "duplicate")
+        changed = payment_methods.record_mandate_status(session, event.object_id, status) if status else None
+        result = "applied" if changed is not None else ("unmatched" if status is None else "unchanged")
+        session.add(StripeWebhookEvent(id=event.id, type=event.type, object_id=event.object_id, result=result, received_at=utcnow()))
+        return WebhookResult(event.id, result, status=status)
+
+    return await run_tx(db_url, record)
 
 
 def _already_seen(session: Session, event_id: str) -> bool:
@@ -261,7 +304,9 @@ def payment_signal(payload: dict[str, Any]) -> tuple[str, PaymentReceived]:
     )
 
 
-async def _signal(db_url: str, workflows: LazyWorkflows, message_id: int, payload: dict[str, Any]) -> bool:
+async def deliver_payment_result(db_url: str, workflows: LazyWorkflows, message_id: int, payload: dict[str, Any]) -> bool:
+    """Signals a `payment.result` outbox message to the account's workflow now and marks it delivered;
+    when Temporal cannot be reached it stays in the outbox for the relay. True when the workflow was told."""
     account_id, signal = payment_signal(payload)
     try:
         await workflows.call(lambda gateway: gateway.payment_received(account_id, signal))
@@ -278,14 +323,3 @@ async def _signal(db_url: str, workflows: LazyWorkflows, message_id: int, payloa
         return False
     await run_tx(db_url, mark_delivered, message_id, utcnow())
     return True
-
-
-# --- the gateway the API re-reads Stripe through ----------------------------------------------------
-
-
-def webhook_gateway(settings: Settings) -> PaymentGateway:
-    """StripeGateway from the settings; webhooks mean nothing without Stripe (the sandbox knows
-    none of Stripe's objects), so a missing key is a configuration error, answered 503."""
-    if not settings.stripe_api_key or not settings.stripe_api_key.strip():
-        raise Unavailable("Stripe is not configured (O2C_STRIPE_API_KEY): cannot re-read the event's object", code="stripe_not_configured")
-    return StripeGateway(settings.stripe_api_key.strip(), api_base=settings.stripe_api_base or None)

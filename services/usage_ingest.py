@@ -50,11 +50,12 @@ from domain.catalog import Catalog, ProductOffering
 from domain.offering_tariff import tariff_for
 from domain.orders import FieldError
 from domain.rating_engine import ANSWERED, DISPOSITIONS, AllowanceLimits, AllowanceState, EventRow
+from domain.spending import counts_for_roaming_cap, roaming_cap_zones
 from domain.tariff import Tariff, TariffBook
 from persistence.tables import AllowanceCounter, BillingAccount, Product, RejectedUsage, UsageRecord
 from services.compiled_tariffs import eu_data_cap_bytes, rate_rows, stand_in_destination
 from services.rated_record import counter_values, rated_values
-from services.spending_monitor import record_spending_crossings
+from services.spending_monitor import CostDelta, CostKey, add_cost, record_spending_crossings
 from services.errors import NotFound
 from services.query import Page, paginate, utcnow
 
@@ -401,17 +402,26 @@ def ingest(session: Session, parsed: Sequence[ParsedUsage], catalog: Catalog, pr
     groups = {key: group for key, group in groups.items() if group.rows}  # a group's records may all have been rejected
     counters = _lock_counters(session, set(groups))
     new_records: dict[str, dict[str, Any]] = {}
+    costs: dict[CostKey, CostDelta] = {}
     for key, group in groups.items():
         counter = counters[key]
+        tariff = group.tariff
+        capped = roaming_cap_zones(tariff)
+        account_id = group.product.billing_account_id
+        # The columns every record of the group shares (read once: ORM attribute access costs per record).
+        shared = {"product_id": group.product.id, "billing_account_id": account_id, "status": "rated", "catalog_version": catalog.version,
+                  "period_start": group.period_start, "invoice_id": None, "received_at": now, "tariff_id": tariff.id,
+                  "tariff_version": tariff.version}
         used = AllowanceState(counter["voice_s"], counter["sms"], counter["data_bytes"], counter["eu_roaming_data_bytes"])
-        rated = rate_rows(group.tariff, group.timezone, group.rows, group.limits, used, group.eu_data_cap_bytes)
+        rated = rate_rows(tariff, group.timezone, group.rows, group.limits, used, group.eu_data_cap_bytes)
         _note_event_times(counter, group.rows)
         counter.update(counter_values(used))
+        group_cost = group_roaming = 0
         for row, (start_us, record_id, kind, quantity, destination, roaming, disposition) in zip(rated, sorted(group.rows), strict=True):
             index = group.indexes[record_id]
             error = row[9]
             if error is not None:
-                reject(index, RATING_FAILED, f"tariff {group.tariff.id} v{group.tariff.version}: {error}")
+                reject(index, RATING_FAILED, f"tariff {tariff.id} v{tariff.version}: {error}")
                 continue
             usage = parsed[index].usage
             assert usage is not None
@@ -419,24 +429,24 @@ def ingest(session: Session, parsed: Sequence[ParsedUsage], catalog: Catalog, pr
                 "id": record_id,
                 "usage_type": kind,
                 "msisdn": usage.msisdn,
-                "product_id": group.product.id,
-                "billing_account_id": group.product.billing_account_id,
                 "event_time": usage.event_time,
                 "quantity": quantity,
-                "status": "rated",
-                "catalog_version": catalog.version,
-                "period_start": group.period_start,
-                "invoice_id": None,
-                "received_at": now,
-                "tariff_id": group.tariff.id,
-                "tariff_version": group.tariff.version,
                 "destination": usage.destination,
                 "roaming_country": roaming,
                 "disposition": disposition if kind == "voice" else None,
+                **shared,
                 **rated_values(row),
             }
             new_records[record_id] = values
             results[index] = UsageResult(record_id, "accepted", stored=values)
+            amount = row[4]
+            group_cost += amount
+            if capped and counts_for_roaming_cap(kind, row[7], capped):
+                group_roaming += amount
+        # The period's running cost, under the counter's lock (services.spending_monitor reads it).
+        counter["usage_micros"] += group_cost
+        counter["roaming_data_micros"] += group_roaming
+        add_cost(costs, (account_id, group.period_start), group_cost, group_roaming)
 
     for index in later_copies:
         usage = parsed[index].usage
@@ -453,7 +463,7 @@ def ingest(session: Session, parsed: Sequence[ParsedUsage], catalog: Catalog, pr
     _insert_records(session, list(new_records.values()))
     session.add_all(rejections)
     session.flush()
-    record_spending_crossings(session, accounts, {(g.product.billing_account_id, g.period_start) for g in groups.values()}, now)
+    record_spending_crossings(session, accounts, costs, now)
 
     final: list[UsageResult] = []
     for result in results:
@@ -538,8 +548,16 @@ def _chunks(values: Iterable[Any]) -> Iterator[list[Any]]:
 
 
 def _existing_records(session: Session, ids: set[str]) -> dict[str, UsageRecord]:
+    """The stored records among `ids`. Their ids first (a batch of 10,000 fresh ids as one array on
+    PostgreSQL: an IN list of that many parameters costs the driver more than the query costs the
+    server), then whole rows only for those found (duplicates are few)."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql" and ids:
+        known = [row[0] for row in connection.exec_driver_sql("SELECT id FROM usage_record WHERE id = ANY(%s::varchar[])", (sorted(ids),))]
+    else:
+        known = sorted(ids)
     found: dict[str, UsageRecord] = {}
-    for chunk in _chunks(sorted(ids)):
+    for chunk in _chunks(sorted(known)):
         for row in session.exec(select(UsageRecord).where(col(UsageRecord.id).in_(chunk))):
             found[row.id] = row
     return found
@@ -601,12 +619,14 @@ def _lock_counters(session: Session, keys: set[tuple[str, datetime]]) -> dict[tu
     if missing:
         insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
         rows = [{"product_id": p, "period_start": s, "voice_minutes": 0, "sms": 0, "data_mb": 0, "voice_s": 0, "data_bytes": 0,
-                 "eu_roaming_data_bytes": 0, "last_event_time": None, "needs_rerate": False} for p, s in missing]
+                 "eu_roaming_data_bytes": 0, "last_event_time": None, "needs_rerate": False, "usage_micros": 0, "roaming_data_micros": 0}
+                for p, s in missing]
         connection.execute(insert(table).on_conflict_do_nothing(index_elements=["product_id", "period_start"]), rows)
     return read(lock=True)
 
 
-_COUNTER_VALUES = ("voice_minutes", "sms", "data_mb", "voice_s", "data_bytes", "eu_roaming_data_bytes", "last_event_time", "needs_rerate")
+_COUNTER_VALUES = ("voice_minutes", "sms", "data_mb", "voice_s", "data_bytes", "eu_roaming_data_bytes", "last_event_time", "needs_rerate",
+                   "usage_micros", "roaming_data_micros")
 
 
 def _write_counters(session: Session, counters: list[dict[str, Any]]) -> None:

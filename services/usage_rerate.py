@@ -27,6 +27,7 @@ from domain.catalog import Catalog
 from domain.money import from_micros
 from domain.offering_tariff import tariff_for
 from domain.rating_engine import AllowanceLimits, RatedEvent, RatingEvent, RecordDelta, rerate
+from domain.spending import counts_for_roaming_cap, roaming_cap_zones
 from domain.tariff import TariffBook
 from persistence.tables import AllowanceCounter, BillingAccount, Product, UsageRecord
 from services.compiled_tariffs import eu_data_cap_bytes, exclusive, is_public_holiday, stand_in_destination
@@ -90,6 +91,7 @@ def rerate_period(session: Session, product_id: str, period_start: datetime, boo
                         holidays=is_public_holiday, timezone=timezone, eu_data_cap_bytes=eu_data_cap_bytes(tariff, offering))
 
     new_by_id = {r.record_id: r for r in result.results}
+    capped = roaming_cap_zones(tariff)
     for delta in result.deltas:
         record = by_id[delta.record_id]
         new = new_by_id[delta.record_id]
@@ -109,6 +111,9 @@ def rerate_period(session: Session, product_id: str, period_start: datetime, boo
         report.applied.append(delta)
 
     store_state(counter, result.used)
+    # The period's running cost (services.spending_monitor reads it), summed afresh over all its records, billed ones too.
+    counter.usage_micros = sum(r.amount_micros for r in records)
+    counter.roaming_data_micros = sum(r.amount_micros for r in records if counts_for_roaming_cap(r.usage_type, r.zone, capped))
     counter.needs_rerate = False
     if records:
         counter.last_event_time = max(r.event_time for r in records)

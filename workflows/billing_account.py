@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         SIGNAL_INVOICE_APPROVED,
         SIGNAL_PAYMENT_RECEIVED,
         SIGNAL_PRODUCT_ACTIVATED,
+        SIGNAL_ROAMING_DATA_CONTINUE,
         SIGNAL_SPENDING_THRESHOLD,
         AccountSummary,
         BalanceView,
@@ -57,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
         PaymentReceived,
         PendingDebit,
         ProductActivated,
+        RoamingDataContinue,
         SpendingThresholdCrossed,
     )
 
@@ -69,6 +71,8 @@ EXTERNAL_CALL = {
 ON_DEMAND_MEMORY = 50
 # Dunning runs in DunningWorkflow episodes (children) instead of the profile's steps in this workflow.
 PATCH_DUNNING_HANDOVER = "dunning-workflow-handover"
+# The EU roaming data cap's 100 % crossing bars roaming data through the OSS (before: a notice only).
+PATCH_ROAMING_DATA_BAR = "roaming-data-cap-bar"
 # A SEPA debit in `processing` is looked up at the gateway this often, for at most this long (the webhook usually comes first).
 DEBIT_POLL_INTERVAL = timedelta(days=1)
 DEBIT_POLL_LIMIT = timedelta(days=14)
@@ -82,6 +86,7 @@ class BillingAccountWorkflow:
         self._new_products: list[ProductActivated] = []
         self._payments: list[PaymentReceived] = []
         self._spending: list[SpendingThresholdCrossed] = []
+        self._roaming_continue: list[RoamingDataContinue] = []
         self._approvals: list[InvoiceApproved] = []
         self._on_demand: list[BillOnDemandRequested] = []
         self._credit_notes: list[CreditNoteIssued] = []
@@ -103,6 +108,11 @@ class BillingAccountWorkflow:
     @workflow.signal(name=SIGNAL_SPENDING_THRESHOLD)
     def spending_threshold_crossed(self, event: SpendingThresholdCrossed) -> None:
         self._spending.append(event)
+        self._woken = True
+
+    @workflow.signal(name=SIGNAL_ROAMING_DATA_CONTINUE)
+    def roaming_data_continue(self, event: RoamingDataContinue) -> None:
+        self._roaming_continue.append(event)
         self._woken = True
 
     @workflow.signal(name=SIGNAL_INVOICE_APPROVED)
@@ -181,6 +191,7 @@ class BillingAccountWorkflow:
         s = self.s
         self._payments = s.pending_payments + self._payments
         self._spending = s.pending_spending + self._spending
+        self._roaming_continue, s.pending_roaming_continue = s.pending_roaming_continue + self._roaming_continue, []
         self._approvals = s.pending_approvals + self._approvals
         self._on_demand = s.pending_on_demand + self._on_demand
         self._credit_notes = s.pending_credit_notes + self._credit_notes
@@ -199,6 +210,8 @@ class BillingAccountWorkflow:
                 await self._on_dunning_ended()
             if self._spending:
                 await self._handle_spending()
+            if self._roaming_continue:
+                await self._continue_roaming_data()
             if self._credit_notes:
                 await self._deliver_credit_notes()
             if self._approvals:
@@ -237,6 +250,7 @@ class BillingAccountWorkflow:
         s.pending_payments, s.pending_spending = list(self._payments), list(self._spending)
         s.pending_approvals, s.pending_on_demand, s.pending_credit_notes = list(self._approvals), list(self._on_demand), list(self._credit_notes)
         s.pending_dunning_ended = list(self._dunning_ended)
+        s.pending_roaming_continue = list(self._roaming_continue)
         workflow.continue_as_new(BillingAccountInput(billing_account_id=s.billing_account_id, customer_id=s.customer_id, carried_state=s.model_dump(mode="json")))
 
     def _take_products(self) -> None:
@@ -528,7 +542,10 @@ class BillingAccountWorkflow:
         s = self.s
         events, self._spending = self._spending, []
         for event in events:
+            # The EU roaming data cap's notices are de-duplicated apart from the spending limit's (same percentages).
             key = f"{event.period_start.isoformat()}:{event.threshold_percent}"
+            if event.kind != "spending":
+                key = f"{event.period_start.isoformat()}:{event.kind}:{event.threshold_percent}"
             if key in s.spending_notified or event.period_start < s.period.start:
                 continue
             s.spending_notified.append(key)
@@ -537,11 +554,44 @@ class BillingAccountWorkflow:
                 s.spending_barred_period = event.period_start
                 args = [s.billing_account_id, "outgoing", f"spending:{event.period_start.isoformat()}"]
                 await self._safely(BillingActivities.set_service_barring, args + (["spending"] if self._episodes else []), "service.suspend_failed")
+            if event.kind == "roamingData" and event.threshold_percent >= 100 and workflow.patched(PATCH_ROAMING_DATA_BAR):
+                await self._bar_roaming_data(event.period_start)
+
+    async def _bar_roaming_data(self, period_start) -> None:
+        """The roaming data cap's cut-off (EU Roaming Regulation 2022/612): roaming data stops, once a cycle, unless the
+        customer asked to continue in this cycle. Only roaming data: voice, SMS and domestic use go on."""
+        s = self.s
+        if s.roaming_barred_period is not None or s.roaming_continued_period == period_start:
+            return
+        s.roaming_barred_period = period_start
+        await self._safely(BillingActivities.set_roaming_data_barring, [s.billing_account_id, True, period_start, "roaming data limit reached"],
+                           "service.roaming_bar_failed")
+
+    async def _continue_roaming_data(self) -> None:
+        """The customer asked to go on using roaming data this cycle: lift the cut-off's barring and do not bar again in it."""
+        s = self.s
+        requests, self._roaming_continue = self._roaming_continue, []
+        for request in requests:
+            if s.roaming_continued_period == s.period.start:
+                continue  # asked already in this cycle
+            s.roaming_continued_period = s.period.start
+            await self._event("roaming_data_cap.continued",
+                              f"Roaming data continues past the roaming data limit until the cycle ends ({request.request_id}): {request.reason}")
+            await self._lift_roaming_bar("the customer asked to continue")
+
+    async def _lift_roaming_bar(self, why: str) -> None:
+        s = self.s
+        if s.roaming_barred_period is None:
+            return
+        barred, s.roaming_barred_period = s.roaming_barred_period, None
+        await self._safely(BillingActivities.set_roaming_data_barring, [s.billing_account_id, False, barred, why], "service.roaming_restore_failed")
 
     async def _lift_spending_cap(self) -> None:
         """A new cycle starts with a fresh limit: lift the cap's barring unless dunning holds the lines barred."""
         s = self.s
         s.spending_notified = [k for k in s.spending_notified if k >= s.period.start.isoformat()]
+        if s.roaming_barred_period is not None and s.roaming_barred_period < s.period.start:
+            await self._lift_roaming_bar("a new cycle started")
         if s.spending_barred_period is None:
             return
         s.spending_barred_period = None

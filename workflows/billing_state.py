@@ -17,6 +17,7 @@ from workflows.messages import (
     PaymentReceived,
     PendingDebit,
     ProductActivated,
+    RoamingDataContinue,
     SpendingThresholdCrossed,
 )
 
@@ -45,6 +46,11 @@ class AccountState(BaseModel):
     spending_notified: list[str] = []
     # The period whose hard spending cap barred the lines; lifted when the next cycle starts.
     spending_barred_period: datetime | None = None
+    # The period whose roaming data cap barred roaming data (lifted at the next cycle or when the customer asks to
+    # continue), and the period in which the customer asked to continue (not barred again in it).
+    roaming_barred_period: datetime | None = None
+    roaming_continued_period: datetime | None = None
+    pending_roaming_continue: list[RoamingDataContinue] = []
     started_at: datetime | None = None
     # Invoices issued as onHold drafts (the account's invoice hold), waiting for staff approval.
     held_invoices: list[str] = []

@@ -7,6 +7,9 @@ balance is paid (signal `balance_settled` from any payment path, or the balance 
 lifts every bar it set through the OSS and records why it ended; or when the last level hands the debt
 to collections or writes it off.
 
+A retry's SEPA debit in `processing` is looked up at the gateway once a day for up to 14 days in case its
+webhook never comes (patch `dunning-sepa-polling`).
+
 Staff steer it by signals (`pause`, `resume`, `waive_fee`, `retry_payment_now`), each carrying who and
 why; the query `dunning_status` says where it stands, what comes next and when."""
 from __future__ import annotations
@@ -35,6 +38,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.dunning_policy import DunningLevel, DunningPolicy, NoticeAction
     from domain.dunning_timeline import (
+        DEBIT_POLL_INTERVAL,
+        DEBIT_POLL_LIMIT,
         DUNNING_WORKFLOW,
         QUERY_DUNNING_STATUS,
         SIGNAL_BALANCE_SETTLED,
@@ -49,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         DunningStatus,
         EpisodeState,
         PauseCommand,
+        PendingDebit,
         ResumeCommand,
         RetryPaymentCommand,
         StaffCommand,
@@ -80,6 +86,8 @@ with workflow.unsafe.imports_passed_through():
         billing_account_workflow_id,
     )
 
+# Dunning's own SEPA debits in `processing` are polled daily for up to 14 days (histories from before keep waiting for the webhook).
+PATCH_SEPA_POLLING = "dunning-sepa-polling"
 # A notice that goes out within this time of its step counts from the step (activities take moments).
 NOTICE_DELAY_TOLERANCE = timedelta(minutes=5)
 DB_CALL = {"start_to_close_timeout": timedelta(seconds=60), "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=1))}
@@ -158,20 +166,23 @@ class DunningWorkflow:
                 if self.s.ended:
                     break
             now = workflow.now()
+            if any(d.next_check <= now for d in self.s.pending_debits):
+                await self._check_debits(now)
+                continue
             if self.s.pause is not None:
                 until = self.s.pause.until
                 if until is not None and now >= until:
                     await self._auto_resume()
                     continue
-                await self._wait(until - now if until is not None else None)
+                await self._wait_until(until, now)
                 continue
             entry = next_entry(self.timeline, self.s)
             if entry is None:
-                await self._wait(None)  # the ladder is done: only a payment or staff move it now
+                await self._wait_until(None, now)  # the ladder is done: only a payment, a debit's poll or staff move it now
                 continue
             at = entry_at(entry, self.s)
             if at > now:
-                await self._wait(at - now)
+                await self._wait_until(at, now)
                 continue
             balance = await self._balance()
             if await self._settle_if_paid(balance, "the balance was found paid before " + entry.label):
@@ -184,6 +195,12 @@ class DunningWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         return DunningOutcome(episode_id=self.s.episode_id, outcome=self.s.outcome, reason=self.s.end_reason or "", level=self.s.level or "none",
                               ended_at=workflow.now())
+
+    async def _wait_until(self, at, now) -> None:
+        """Waits for a signal, `at` (None: no step ahead) or the next look at a debit in flight, whichever comes first."""
+        polls = [d.next_check for d in self.s.pending_debits]
+        wake = min([t for t in [at, *polls] if t is not None], default=None)
+        await self._wait(wake - now if wake is not None else None)
 
     async def _wait(self, timeout: timedelta | None) -> None:
         try:
@@ -363,6 +380,11 @@ class DunningWorkflow:
                 continue
             results.append(result)
             update = {"retries_made": self.s.retries_made + 1}
+            if result.status == "processing" and result.payment_id and workflow.patched(PATCH_SEPA_POLLING):
+                now = workflow.now()
+                update["pending_debits"] = [*self.s.pending_debits, PendingDebit(payment_id=result.payment_id, invoice_id=item.invoice_id,
+                                                                                  amount_cents=result.amount_cents, since=now,
+                                                                                  next_check=now + DEBIT_POLL_INTERVAL)]
             if result.decline_class == "hard":
                 update["hard_declined"] = True
             elif result.status == "succeeded":
@@ -375,6 +397,39 @@ class DunningWorkflow:
         if any(r.status == "succeeded" for r in results):
             await self._settle_if_paid(await self._balance(), f"the payment retry ({trigger}) succeeded")
         return results
+
+    async def _check_debits(self, now) -> None:
+        """The polling fallback for this episode's debits in flight: looks each due one up at the gateway. A debit
+        that succeeded is told to the billing-account workflow (which allocates it) and may end the episode; one
+        that failed is dropped (the next retry charges again); one still in flight after DEBIT_POLL_LIMIT is dropped
+        and recorded, and its invoice is dunned like any other."""
+        kept, succeeded = [], []
+        for debit in self.s.pending_debits:
+            if debit.next_check > now:
+                kept.append(debit)
+                continue
+            try:
+                check = await workflow.execute_activity_method(DunningActivities.check_payment, debit.payment_id, **EXTERNAL_CALL)
+                status = check.status
+            except ActivityError as error:
+                await self._record(f"debit:{debit.payment_id}:check-failed:{now.isoformat()}", "payment_check", "dunning.payment_check_failed",
+                                   f"Looking up debit {debit.payment_id} failed: {_cause(error)}", status="failed")
+                status = "unknown"
+            if status in ("processing", "unknown", "requires_action"):
+                if now - debit.since >= DEBIT_POLL_LIMIT:
+                    await self._record(f"debit:{debit.payment_id}:overdue", "payment_check", "dunning.payment_processing_overdue",
+                                       f"Debit {debit.payment_id} for invoice {debit.invoice_id} is still {status} after {DEBIT_POLL_LIMIT.days} days; "
+                                       "no longer polled", status="failed")
+                else:
+                    kept.append(debit.model_copy(update={"next_check": now + DEBIT_POLL_INTERVAL}))
+            elif status == "succeeded":
+                succeeded.append(debit)
+        self.s = self.s.model_copy(update={"pending_debits": kept})
+        for debit in succeeded:
+            await self._tell_billing_account(SIGNAL_PAYMENT_RECEIVED, PaymentReceived(payment_id=debit.payment_id, amount_cents=debit.amount_cents,
+                                                                                      source="sepa_debit"))
+        if succeeded:
+            await self._settle_if_paid(await self._balance(), f"the debit {', '.join(d.payment_id for d in succeeded)} was found settled")
 
     async def _bar(self, scope: str, step_key: str, level: str | None, reason: str) -> None:
         try:
@@ -454,9 +509,10 @@ class DunningWorkflow:
             return
         result: WaiveResult = await workflow.execute_activity_method(
             DunningActivities.waive_fees, args=[self.s.episode_id, self.s.billing_account_id, keys, command.actor, command.reason], **DB_CALL)
+        credited = f"; credited on their fee invoice by {', '.join(result.credit_notes)}: {', '.join(result.credited)}" if result.credited else ""
         billed = f"; already on an invoice (needs a credit note): {', '.join(result.already_billed)}" if result.already_billed else ""
-        await self._staff("waive_fee", command, "applied" if result.waived or result.already_waived else "rejected",
-                          f"Late fees waived: {', '.join(result.waived) or 'none'}{billed}", result.model_dump())
+        await self._staff("waive_fee", command, "applied" if result.waived or result.credited or result.already_waived else "rejected",
+                          f"Late fees waived: {', '.join(result.waived) or 'none'}{credited}{billed}", result.model_dump())
 
     async def _auto_resume(self) -> None:
         held = self.s.pause

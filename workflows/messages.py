@@ -24,6 +24,7 @@ SIGNAL_INVOICE_APPROVED = "invoice_approved"
 SIGNAL_BILL_ON_DEMAND = "bill_on_demand"
 SIGNAL_CREDIT_NOTE_ISSUED = "credit_note_issued"
 SIGNAL_DUNNING_ENDED = "dunning_ended"
+SIGNAL_ROAMING_DATA_CONTINUE = "roaming_data_continue"
 QUERY_ORDER_STATUS = "order_status"
 QUERY_ACCOUNT_SUMMARY = "account_summary"
 QUERY_CURRENT_CYCLE = "current_cycle"
@@ -44,6 +45,7 @@ def billing_account_workflow_id(billing_account_id: str) -> str:
 class OrderItemInput(BaseModel):
     item_id: str
     offering_id: str
+    action: str = "add"  # "modify": a plan change of an existing product (no number, no OSS order)
 
 
 class OrderInput(BaseModel):
@@ -212,3 +214,12 @@ class SpendingThresholdCrossed(BaseModel):
     usage_cost: Decimal
     limit: Decimal
     hard_cap: bool = False
+    kind: str = "spending"  # domain.spending: "spending" (the account's limit) or "roamingData" (the EU roaming data cap)
+
+
+class RoamingDataContinue(BaseModel):
+    """The customer asked (through the CRM) to go on using roaming data this cycle past the EU roaming data cap's
+    cut-off: the workflow lifts the roaming data barring, if any, and does not bar again until the next cycle."""
+
+    request_id: str
+    reason: str

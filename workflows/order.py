@@ -3,7 +3,11 @@
 Steps per item: reserve an MSISDN, send a TMF641 service order to the OSS, wait for its completion
 (callback signal, with a status poll as fallback and an overall timeout). When every item is
 provisioned the products are created and billing starts. On a failure or a cancellation the
-compensations registered so far run in reverse (cancel service order, release number)."""
+compensations registered so far run in reverse (cancel service order, release number).
+
+A `modify` item (a plan change of an existing product) needs no number and no service order: after
+the point of no return its change is recorded (services.plan_changes: an upgrade at once, a downgrade
+at the cycle end) and billing picks it up from the product's plan timeline."""
 from __future__ import annotations
 
 import asyncio
@@ -28,6 +32,8 @@ with workflow.unsafe.imports_passed_through():
         OssUpdate,
     )
 
+MODIFY = "modify"
+PLAN_CHANGE_PATCH = "order-plan-change-items"
 OSS_FINAL_STATES = frozenset({"completed", "failed", "cancelled", "rejected"})
 DB_CALL = {"start_to_close_timeout": timedelta(seconds=30), "retry_policy": RetryPolicy(maximum_interval=timedelta(seconds=30))}
 OSS_CALL = {
@@ -104,6 +110,8 @@ class OrderWorkflow:
         self._state = OrderState.IN_PROGRESS
         service_states: dict[str, str] = {}
         for item in order.items:
+            if item.action == MODIFY:
+                continue
             self._check_cancel()
             self._step = f"reserve_msisdn[{item.item_id}]"
             msisdn = await self._activity(OrderActivities.reserve_msisdn, order.order_id, item.item_id, options=DB_CALL)
@@ -125,6 +133,10 @@ class OrderWorkflow:
         # From here on the customer has a working line: the order completes, a late cancel is refused.
         self._point_of_no_return = True
         for item in order.items:
+            if item.action == MODIFY and workflow.patched(PLAN_CHANGE_PATCH):
+                self._step = f"change_plan[{item.item_id}]"
+                await self._activity(OrderActivities.change_plan, order.order_id, item.item_id, options=DB_CALL)
+                continue
             self._step = f"create_product[{item.item_id}]"
             activated = await self._activity(OrderActivities.create_product, order.order_id, item.item_id, service_states[item.item_id], options=DB_CALL)
             self._step = f"start_billing[{item.item_id}]"

@@ -2,6 +2,7 @@
 
 from adapters.oss.port import (
     Barring,
+    LineState,
     OssClient,
     OssNotFound,
     OssRejected,
@@ -9,4 +10,4 @@ from adapters.oss.port import (
     ServiceOrderRef,
 )
 
-__all__ = ["Barring", "OssClient", "OssNotFound", "OssRejected", "OssUnavailable", "ServiceOrderRef"]
+__all__ = ["Barring", "LineState", "OssClient", "OssNotFound", "OssRejected", "OssUnavailable", "ServiceOrderRef"]

@@ -13,6 +13,16 @@ class ServiceOrderRef(BaseModel):
     state: str  # TMF641 ServiceOrderStateType, e.g. acknowledged, inProgress, completed, failed
 
 
+class LineState(BaseModel):
+    """A line as the OSS's service inventory (TMF638) has it."""
+
+    msisdn: str
+    state: str  # inactive | active | terminated
+    barring: Barring
+    # Roaming data barred (the EU roaming data cap's cut-off): a partial barring beside `barring`, not a suspension.
+    roaming_data_barred: bool = False
+
+
 class OssRejected(Exception):
     """The OSS refused the request on business grounds (4xx). Retrying will not help."""
 
@@ -49,4 +59,12 @@ class OssClient(Protocol):
 
     async def set_barring(self, *, external_id: str, msisdn: str, barring: Barring) -> ServiceOrderRef: ...
 
+    async def set_roaming_data_barring(self, *, external_id: str, msisdn: str, barred: bool) -> ServiceOrderRef:
+        """Bars or lifts mobile data while roaming only (the roaming data cap's cut-off); leaves `barring` as it is."""
+        ...
+
     async def terminate_service(self, *, external_id: str, msisdn: str) -> ServiceOrderRef: ...
+
+    async def get_line(self, msisdn: str) -> LineState:
+        """The line's state and barring in the OSS's inventory (read-only); OssNotFound when it has none."""
+        ...

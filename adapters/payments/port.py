@@ -9,9 +9,12 @@ from typing import Protocol, runtime_checkable
 
 from domain.payments import (
     ChargeRequest,
+    DisputeOutcome,
     InvalidPaymentMethod,
     MandateAcceptance,
     PaymentOutcome,
+    RefundOutcome,
+    RefundRequest,
     SavedPaymentMethod,
     classify_decline,
     parse_payment_method,
@@ -109,4 +112,31 @@ class PaymentGateway(Protocol):
     ) -> SavedPaymentMethod:
         """Saves a SEPA Direct Debit payment method with its mandate to the customer (Stripe: a
         SetupIntent confirmed with mandate_data). Idempotent per customer and IBAN."""
+        ...
+
+    async def refund(self, req: RefundRequest) -> RefundOutcome:
+        """Give back `req.amount_minor` of a succeeded payment once per `req.idempotency_key`; the same
+        request again returns the first refund. A refund may be `pending` (SEPA: the money travels for
+        days): follow it with `retrieve_refund` or the gateway's webhook. GatewayRequestRejected when the
+        gateway refuses (e.g. more than is left to refund); GatewayUnavailable when it could not be asked
+        (repeating the same request is safe: the key replays)."""
+        ...
+
+    async def retrieve_refund(self, gateway_refund_id: str) -> RefundOutcome:
+        """Current state of a refund (PaymentNotFound for an id the gateway does not know)."""
+        ...
+
+    async def find_refund(self, gateway_payment_id: str, refund_id: str) -> RefundOutcome | None:
+        """The refund of this payment made for o2c refund `refund_id` (by the id `refund` puts in its
+        metadata), or None when the gateway holds none. Asked before sending a refund again whose answer
+        was lost: the idempotency key replays only within the gateway's window (24 h at Stripe)."""
+        ...
+
+    async def retrieve_dispute(self, gateway_dispute_id: str) -> DisputeOutcome:
+        """Current state of a dispute (chargeback) on one of our payments."""
+        ...
+
+    async def retrieve_mandate_status(self, mandate_id: str) -> str:
+        """A SEPA mandate's current status (Stripe: active | inactive | pending). A webhook about a mandate
+        is acted on only after this re-read, never on the event's own copy."""
         ...

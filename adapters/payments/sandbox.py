@@ -35,9 +35,12 @@ from adapters.payments.port import GatewayRequestRejected, card_to_attach, Idemp
 from domain.payments import (
     TEST_CARD_ALIASES,
     ChargeRequest,
+    DisputeOutcome,
     InvalidPaymentMethod,
     MandateAcceptance,
     PaymentOutcome,
+    RefundOutcome,
+    RefundRequest,
     SavedPaymentMethod,
     classify_decline,
     iban_is_valid,
@@ -155,6 +158,23 @@ class _Payment:
     created_at: float
 
 
+@dataclass
+class _Refund:
+    fingerprint: tuple
+    first: RefundOutcome
+    created_at: float
+    failed: str | None = None
+
+
+def _refund_now(refund: _Refund, now: float, delay: float) -> RefundOutcome:
+    """A sandbox refund as it stands now (a SEPA refund settles after the delay, unless the bank sent it back)."""
+    if refund.failed is not None:
+        return refund.first.model_copy(update={"status": "failed", "failure_reason": refund.failed})
+    if refund.first.status == "pending" and now - refund.created_at >= delay:
+        return refund.first.model_copy(update={"status": "succeeded"})
+    return refund.first
+
+
 class SandboxGateway:
     """In-memory PaymentGateway with Stripe test-mode semantics (see module docstring)."""
 
@@ -163,6 +183,10 @@ class SandboxGateway:
         self._clock = clock
         self._by_key: dict[str, _Payment] = {}
         self._by_id: dict[str, _Payment] = {}
+        self._refunds_by_key: dict[str, _Refund] = {}
+        self._refunds_by_id: dict[str, _Refund] = {}
+        self._disputes: dict[str, DisputeOutcome] = {}
+        self._revoked_mandates: set[str] = set()
         # Activities may run on worker threads; the dicts are the whole "ledger".
         self._lock = threading.Lock()
 
@@ -234,6 +258,93 @@ class SandboxGateway:
         mandate = "sbx_mandate_" + hashlib.sha256(f"{customer_id}:{compact}".encode()).hexdigest()[:24]
         return SavedPaymentMethod(payment_method_id=SAVED_SEPA_PREFIX + compact, kind="sepa_debit", customer_id=customer_id,
                                   last4=compact[-4:], mandate_id=mandate)
+
+    # --- refunds and disputes ---------------------------------------------------------------------
+
+    @property
+    def refunds_created(self) -> int:
+        """Distinct refunds ever made (replays excluded)."""
+        return len(self._refunds_by_key)
+
+    async def refund(self, req: RefundRequest) -> RefundOutcome:
+        """Like Stripe test mode: a card refund succeeds at once; a SEPA refund is `pending` until
+        `sepa_settle_delay_s` has passed, then reads as succeeded (or failed, by `fail_refund`). The
+        sandbox cannot see payments made in another process, so it trusts the caller's amount check."""
+        key = req.idempotency_key
+        fingerprint = tuple(sorted(req.model_dump().items()))
+        with self._lock:
+            existing = self._refunds_by_key.get(key)
+            if existing is not None:
+                if existing.fingerprint != fingerprint:
+                    raise IdempotencyConflict(f"idempotency key {key!r} was already used with different parameters")
+                return existing.first
+            refund_id = "sbx_re_" + hashlib.sha256(key.encode()).hexdigest()[:24]
+            if refund_id in self._refunds_by_id:  # the same key again after its window passed: another refund
+                refund_id += f"_{len(self._refunds_by_id)}"
+            status = "pending" if req.payment_method_kind == "sepa_debit" else "succeeded"
+            first = RefundOutcome(status=status, gateway_refund_id=refund_id, amount_minor=req.amount_minor, currency=req.currency,
+                                  gateway_payment_id=req.gateway_payment_id, refund_id=req.refund_id)
+            refund = _Refund(fingerprint, first, self._clock())
+            self._refunds_by_key[key] = refund
+            self._refunds_by_id[refund_id] = refund
+            return first
+
+    async def retrieve_refund(self, gateway_refund_id: str) -> RefundOutcome:
+        with self._lock:
+            refund = self._refunds_by_id.get(gateway_refund_id)
+            if refund is None:
+                raise PaymentNotFound(f"no sandbox refund {gateway_refund_id!r}")
+            return _refund_now(refund, self._clock(), self._delay)
+
+    async def find_refund(self, gateway_payment_id: str, refund_id: str) -> RefundOutcome | None:
+        with self._lock:
+            for refund in self._refunds_by_id.values():
+                if refund.first.gateway_payment_id == gateway_payment_id and refund.first.refund_id == refund_id:
+                    return _refund_now(refund, self._clock(), self._delay)
+        return None
+
+    def forget_idempotency_keys(self) -> None:
+        """Test control: the idempotency window passes (24 h at Stripe); the refunds stay, their keys replay no more."""
+        with self._lock:
+            self._refunds_by_key = {f"expired:{i}:{k}": r for i, (k, r) in enumerate(self._refunds_by_key.items())}
+
+    def fail_refund(self, gateway_refund_id: str, reason: str = "lost_or_stolen_card") -> None:
+        """Test control: the bank sends a pending refund back (Stripe: refund.failed)."""
+        with self._lock:
+            self._refunds_by_id[gateway_refund_id].failed = reason
+
+    def open_dispute(self, gateway_payment_id: str, amount_minor: int, currency: str = "EUR", reason: str = "fraudulent") -> DisputeOutcome:
+        """Test control: the payer's bank disputes a payment (Stripe: charge.dispute.created)."""
+        with self._lock:
+            dispute_id = "sbx_dp_" + hashlib.sha256(f"{gateway_payment_id}:{len(self._disputes)}".encode()).hexdigest()[:24]
+            dispute = DisputeOutcome(gateway_dispute_id=dispute_id, gateway_payment_id=gateway_payment_id, amount_minor=amount_minor,
+                                     currency=currency, status="needs_response", reason=reason)
+            self._disputes[dispute_id] = dispute
+            return dispute
+
+    def close_dispute(self, gateway_dispute_id: str, won: bool) -> DisputeOutcome:
+        with self._lock:
+            dispute = self._disputes[gateway_dispute_id].model_copy(update={"status": "won" if won else "lost"})
+            self._disputes[gateway_dispute_id] = dispute
+            return dispute
+
+    async def retrieve_dispute(self, gateway_dispute_id: str) -> DisputeOutcome:
+        with self._lock:
+            dispute = self._disputes.get(gateway_dispute_id)
+            if dispute is None:
+                raise PaymentNotFound(f"no sandbox dispute {gateway_dispute_id!r}")
+            return dispute
+
+    def revoke_mandate(self, mandate_id: str) -> None:
+        """Test control: the debtor's bank cancels the mandate."""
+        with self._lock:
+            self._revoked_mandates.add(mandate_id)
+
+    async def retrieve_mandate_status(self, mandate_id: str) -> str:
+        if not mandate_id.startswith("sbx_mandate_"):
+            raise PaymentNotFound(f"no sandbox mandate {mandate_id!r}")
+        with self._lock:
+            return "inactive" if mandate_id in self._revoked_mandates else "active"
 
     def _first_outcome(self, req: ChargeRequest, instrument: TestInstrument | None) -> PaymentOutcome:
         base = dict(amount_minor=req.amount_minor, currency=req.currency, invoice_id=req.invoice_id, attempt=req.attempt,

@@ -34,9 +34,12 @@ from adapters.payments.port import (
 from domain.payments import (
     PAYMENT_STATUS_RANK,
     ChargeRequest,
+    DisputeOutcome,
     InvalidPaymentMethod,
     MandateAcceptance,
     PaymentOutcome,
+    RefundOutcome,
+    RefundRequest,
     SavedPaymentMethod,
     classify_decline,
     iban_is_valid,
@@ -49,6 +52,7 @@ _AUTH_REQUIRED = "authentication_required"
 # Metadata keys o2c writes on its Stripe objects.
 META_BILLING_ACCOUNT = "billing_account_id"
 META_IDEMPOTENCY_KEY = "idempotency_key"
+META_REFUND_ID = "o2c_refund_id"
 
 
 class StripeGateway:
@@ -229,6 +233,68 @@ class StripeGateway:
         return SavedPaymentMethod(payment_method_id=data["payment_method"], kind="sepa_debit", customer_id=customer_id,
                                   last4=compact[-4:], mandate_id=data.get("mandate"))
 
+    # --- refunds and disputes ---------------------------------------------------------------------
+
+    async def refund(self, req: RefundRequest) -> RefundOutcome:
+        """A Stripe Refund of the PaymentIntent, keyed by the refund's business id. o2c's reason goes
+        to the metadata (Stripe's `reason` is an enum). A lost answer is GatewayUnavailable: the same
+        request with the same key is safe to send again (Stripe replays the refund it made)."""
+        params: dict[str, Any] = {
+            "payment_intent": req.gateway_payment_id,
+            "amount": req.amount_minor,
+            "reason": "requested_by_customer",
+            "metadata": {META_REFUND_ID: req.refund_id, "refund_id": req.refund_id, META_IDEMPOTENCY_KEY: req.idempotency_key},
+        }
+        if req.reason:
+            params["metadata"]["o2c_reason"] = req.reason[:500]
+        try:
+            refund = await asyncio.to_thread(self._client.v1.refunds.create, params, {"idempotency_key": req.idempotency_key})  # type: ignore[arg-type]
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        return _outcome_from_refund(refund.to_dict())
+
+    async def retrieve_refund(self, gateway_refund_id: str) -> RefundOutcome:
+        return _outcome_from_refund(await self._retrieve(self._client.v1.refunds.retrieve, gateway_refund_id, "refund"))
+
+    async def find_refund(self, gateway_payment_id: str, refund_id: str) -> RefundOutcome | None:
+        """Lists the PaymentIntent's refunds (GET /v1/refunds?payment_intent=..., newest first, every page) and
+        picks the one whose metadata names the o2c refund. A list, not a search: it is read consistently."""
+        params: dict[str, Any] = {"payment_intent": gateway_payment_id, "limit": 100}
+        while True:
+            try:
+                page = (await asyncio.to_thread(self._client.v1.refunds.list, params)).to_dict()  # type: ignore[arg-type]
+            except stripe.StripeError as exc:
+                raise _translate(exc) from exc
+            rows = page.get("data") or []
+            for row in rows:
+                if _metadata_refund_id(row) == refund_id:
+                    return _outcome_from_refund(row)
+            if not page.get("has_more") or not rows:
+                return None
+            params = {**params, "starting_after": rows[-1]["id"]}
+
+    async def retrieve_dispute(self, gateway_dispute_id: str) -> DisputeOutcome:
+        data = await self._retrieve(self._client.v1.disputes.retrieve, gateway_dispute_id, "dispute")
+        return DisputeOutcome(gateway_dispute_id=data["id"], gateway_payment_id=data.get("payment_intent"), amount_minor=int(data["amount"]),
+                              currency=str(data.get("currency", "")).upper(), status=str(data.get("status")), reason=data.get("reason"))
+
+    async def retrieve_mandate_status(self, mandate_id: str) -> str:
+        data = await self._retrieve(self._client.v1.mandates.retrieve, mandate_id, "mandate")
+        return str(data.get("status"))
+
+    async def _retrieve(self, read, object_id: str, name: str) -> dict[str, Any]:
+        if not object_id:
+            raise PaymentNotFound(f"empty {name} id")
+        try:
+            found = await asyncio.to_thread(read, object_id)
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404 or exc.code == "resource_missing":
+                raise PaymentNotFound(exc.user_message or object_id) from exc
+            raise _translate(exc) from exc
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        return found.to_dict()
+
     async def _customer_of(self, payment_method_id: str) -> str | None:
         try:
             pm = await asyncio.to_thread(self._client.v1.payment_methods.retrieve, payment_method_id)
@@ -345,6 +411,22 @@ def _outcome_from_intent(intent: dict[str, Any]) -> PaymentOutcome:
             **base,
         )
     raise GatewayRequestRejected(f"unexpected PaymentIntent status {status!r}")
+
+
+def _outcome_from_refund(refund: dict[str, Any]) -> RefundOutcome:
+    """Stripe Refund.status: pending and requires_action (the customer must give bank details) are
+    pending; succeeded, failed and canceled are final."""
+    status = refund.get("status")
+    mapped = {"succeeded": "succeeded", "failed": "failed", "canceled": "canceled"}.get(str(status), "pending")
+    return RefundOutcome(status=mapped, gateway_refund_id=refund["id"], amount_minor=int(refund["amount"]),
+                         currency=str(refund.get("currency", "")).upper(), gateway_payment_id=refund.get("payment_intent"),
+                         refund_id=_metadata_refund_id(refund), failure_reason=refund.get("failure_reason"))
+
+
+def _metadata_refund_id(refund: dict[str, Any]) -> str | None:
+    """The o2c refund a Stripe refund was made for (`refund_id`: refunds made before `o2c_refund_id` was added)."""
+    metadata = refund.get("metadata") or {}
+    return metadata.get(META_REFUND_ID) or metadata.get("refund_id") or None
 
 
 def _outcome_from_card_error(req: ChargeRequest, exc: stripe.CardError) -> PaymentOutcome:

@@ -15,11 +15,12 @@ from typing import Any
 
 from adapters.temporal.client import WorkflowGateway
 from persistence.db import session_scope
+from services.billing_accounts import ROAMING_OPT_OUT_TOPIC, roaming_opt_out_signal
 from services.outbox import DueMessage, due_messages, mark_delivered, mark_failed
 from services.spending_monitor import SPENDING_TOPIC
 from services.stripe_webhooks import PAYMENT_RESULT_TOPIC, payment_signal
 from services.workflows import is_not_found
-from workflows.messages import SpendingThresholdCrossed
+from workflows.messages import SIGNAL_ROAMING_DATA_CONTINUE, SpendingThresholdCrossed, billing_account_workflow_id
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ def workflow_handlers(gateway: WorkflowGateway) -> dict[str, Handler]:
             usage_cost=Decimal(payload["usageCost"]),
             limit=Decimal(payload["limit"]),
             hard_cap=bool(payload["hardCap"]),
+            kind=payload.get("kind", "spending"),
         )
         await gateway.spending_threshold(payload["billingAccountId"], event)
 
@@ -47,7 +49,17 @@ def workflow_handlers(gateway: WorkflowGateway) -> dict[str, Handler]:
                 return  # no workflow runs for the account: it allocates the payment when it starts
             raise
 
-    return {SPENDING_TOPIC: spending_threshold, PAYMENT_RESULT_TOPIC: payment_result}
+    async def roaming_opt_out(payload: dict[str, Any]) -> None:
+        # An opt-out of the roaming data limit (services.billing_accounts): the workflow lifts this cycle's barring.
+        billing_account_id, signal = roaming_opt_out_signal(payload)
+        try:
+            await gateway.client.get_workflow_handle(billing_account_workflow_id(billing_account_id)).signal(SIGNAL_ROAMING_DATA_CONTINUE, signal)
+        except Exception as exc:
+            if is_not_found(exc):
+                return  # no workflow bills the account, so nothing is barred; one started later reads the opt-out
+            raise
+
+    return {SPENDING_TOPIC: spending_threshold, PAYMENT_RESULT_TOPIC: payment_result, ROAMING_OPT_OUT_TOPIC: roaming_opt_out}
 
 
 class OutboxRelay:

@@ -76,12 +76,14 @@ def _num(value: float) -> str:
 class BalancePoint:
     at: datetime
     balance_cents: int  # open amount after this event
-    kind: str  # invoice | payment | credit
+    kind: str  # invoice | payment | credit | refund | chargeback
     label: str
+    amount_cents: int = 0  # the move's size (signed: what it changed the balance by)
 
 
 def balance_chart(points: list[BalancePoint], *, title: str, chart_id: str) -> str:
-    """The open balance over time as a step line; payments marked as green dots, invoices as blue squares."""
+    """The open balance over time as a step line; payments marked as green dots, invoices as blue squares, credit
+    notes as purple dots, refunds (orange) and chargebacks (red) as triangles: both raise the open balance again."""
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     parts = [
         f'<svg class="chart" id="{escape(chart_id)}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="{escape(chart_id)}-t {escape(chart_id)}-d" '
@@ -105,8 +107,10 @@ def balance_chart(points: list[BalancePoint], *, title: str, chart_id: str) -> s
         return x, y
 
     last = points[-1]
+    taken_back = [p for p in points if p.kind in ("refund", "chargeback")]
+    back = f" {len(taken_back)} refund(s) or chargeback(s) raised it by {sum(p.amount_cents for p in taken_back) / 100:.2f} EUR." if taken_back else ""
     parts.append(f'<desc id="{escape(chart_id)}-d">{len(points)} events from {points[0].at:%Y-%m-%d} to {last.at:%Y-%m-%d}; '
-                 f'open balance now {last.balance_cents / 100:.2f} EUR.</desc>')
+                 f'open balance now {last.balance_cents / 100:.2f} EUR.{back}</desc>')
     zero_y = TOP + plot_h * (1 - (0 - low) / span)
     parts.append(f'<line x1="{LEFT}" y1="{zero_y:.1f}" x2="{WIDTH - RIGHT}" y2="{zero_y:.1f}" stroke="#8a919c" stroke-width="1"/>')
     for value in (low, high):
@@ -133,6 +137,10 @@ def balance_chart(points: list[BalancePoint], *, title: str, chart_id: str) -> s
             parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="#2e8540"><title>{tip}</title></circle>')
         elif point.kind == "credit":
             parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="#8a5cc2"><title>{tip}</title></circle>')
+        elif point.kind in ("refund", "chargeback"):  # money given or taken back: a triangle, red for a chargeback
+            colour = "#c0392b" if point.kind == "chargeback" else "#d4820a"
+            parts.append(f'<path class="{point.kind}" d="M{x:.1f},{y - 6:.1f} L{x + 6:.1f},{y + 5:.1f} L{x - 6:.1f},{y + 5:.1f} Z" fill="{colour}">'
+                         f'<title>{tip}</title></path>')
         else:
             parts.append(f'<rect x="{x - 4:.1f}" y="{y - 4:.1f}" width="8" height="8" fill="#2f6fb3"><title>{tip}</title></rect>')
     parts.append(f'<text x="{LEFT}" y="{HEIGHT - 10}" font-size="10" fill="#4a5160">{points[0].at:%Y-%m-%d}</text>')

@@ -14,6 +14,7 @@ from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from api.console import charts
+from domain.billing_cycle import period_containing
 from domain.catalog import Catalog
 from persistence.tables import (
     AllowanceCounter,
@@ -22,12 +23,19 @@ from persistence.tables import (
     BusinessEvent,
     Customer,
     Invoice,
+    ManualSuspension,
     Payment,
     Product,
+    ProductDiscount,
     ProductOrder,
+    ProductPlanSpan,
+    ProductStatusChange,
+    Refund,
+    SavedPaymentMethod,
     UsageRecord,
 )
-from services import audit, orders
+from services import audit, orders, payment_methods, plan_changes, refunds, service_state
+from services.query import utcnow
 from services.workflows import LazyWorkflows
 
 log = logging.getLogger(__name__)
@@ -125,6 +133,9 @@ class AccountView:
     usage_cost_micros: int
     allowances: list[AllowanceUse]
     balance_points: list[charts.BalancePoint]
+    refunds: list[Refund] = field(default_factory=list)
+    refundable: dict[str, int] = field(default_factory=dict)  # payment id -> cents that may still be refunded
+    saved_method: SavedPaymentMethod | None = None
     episodes: list[Any] = field(default_factory=list)
     dunning_actions: list[Any] = field(default_factory=list)
     dunning_live: dict[str, Any] | None = None
@@ -142,6 +153,41 @@ class AccountView:
     def open_cents(self) -> int:
         return self.balance_points[-1].balance_cents if self.balance_points else 0
 
+    @property
+    def mandate_revoked(self) -> bool:
+        return self.saved_method is not None and self.saved_method.status == payment_methods.REVOKED
+
+
+@dataclass
+class PlanChange:
+    span: ProductPlanSpan
+    name: str  # the plan it changes to
+    direction: str  # downgrade | upgrade | change
+
+
+@dataclass
+class Promotion:
+    discount: ProductDiscount
+    cycles_left: int | None  # None: no end; counts the current cycle
+    started: bool  # its first cycle has begun
+
+
+@dataclass
+class ProductDetail:
+    """What a product's row needs beyond the product: its plan, plan change waiting for the cycle end,
+    promotions, and why it is suspended (status history, a staff suspension and the bar under it)."""
+
+    product: Product
+    plan: str
+    pending: PlanChange | None = None
+    promotions: list[Promotion] = field(default_factory=list)
+    history: list[ProductStatusChange] = field(default_factory=list)
+    hold: ManualSuspension | None = None
+
+    @property
+    def latest_change(self) -> ProductStatusChange | None:
+        return self.history[-1] if self.history else None
+
 
 @dataclass
 class CustomerView:
@@ -151,6 +197,8 @@ class CustomerView:
     events: list[BusinessEvent]
     audit_entries: list[AuditLog]
     products: list[Product]
+    manually_suspended: set[str] = field(default_factory=set)  # product ids a staff suspension holds
+    details: dict[str, ProductDetail] = field(default_factory=dict)  # by product id
 
 
 def load_customer(session: Session, customer_id: str, catalog: Catalog, cycles: dict[str, tuple[datetime, datetime]]) -> CustomerView | None:
@@ -165,7 +213,52 @@ def load_customer(session: Session, customer_id: str, catalog: Catalog, cycles: 
     entries = audit.customer_entries(session, customer_id, limit=100, offset=0).items
     views = [_account_view(session, account, [p for p in products if p.billing_account_id == account.id], catalog, cycles.get(account.id))
              for account in accounts]
-    return CustomerView(customer=customer, accounts=views, orders=order_page.items, events=events, audit_entries=entries, products=products)
+    accounts_by_id = {a.id: a for a in accounts}
+    details = {p.id: product_detail(session, p, catalog, accounts_by_id.get(p.billing_account_id)) for p in products}
+    held = {pid for pid, d in details.items() if d.hold is not None}
+    return CustomerView(customer=customer, accounts=views, orders=order_page.items, events=events, audit_entries=entries, products=products,
+                        manually_suspended=held, details=details)
+
+
+def product_detail(session: Session, product: Product, catalog: Catalog, account: BillingAccount | None,
+                   now: datetime | None = None) -> ProductDetail:
+    now = now or utcnow()
+    offering = catalog.offering(product.offering_id)
+    detail = ProductDetail(product=product, plan=offering.name if offering else product.name,
+                           history=service_state.history(session, product.id), hold=service_state.manual_suspension(session, product.id))
+    span = session.exec(select(ProductPlanSpan).where(ProductPlanSpan.product_id == product.id, ProductPlanSpan.applied.is_(False),
+                                                      col(ProductPlanSpan.effective_at) > now)
+                        .order_by(col(ProductPlanSpan.effective_at).desc())).first()
+    if span is not None:
+        new = catalog.offering(span.offering_id)
+        direction = "change"
+        if offering is not None and new is not None and new.monthly_fee != offering.monthly_fee:
+            direction = "downgrade" if new.monthly_fee < offering.monthly_fee else "upgrade"
+        detail.pending = PlanChange(span, new.name if new else span.offering_id, direction)
+    try:
+        spec = plan_changes.account_cycle(account) if account is not None else None
+    except (KeyError, ValueError):  # an account on a billing profile this build does not know
+        spec = None
+    if spec is not None:
+        current = period_containing(spec, now)
+        for discount in session.exec(select(ProductDiscount).where(ProductDiscount.product_id == product.id).order_by(col(ProductDiscount.first_cycle_at))):
+            left = promotion_cycles_left(spec, discount, current)
+            if left is None or left > 0:
+                detail.promotions.append(Promotion(discount, left, discount.first_cycle_at < current.end))
+    return detail
+
+
+def promotion_cycles_left(spec, discount: ProductDiscount, current) -> int | None:
+    """Cycles of the promotion still to bill, the current one included (domain.charges counts its window the
+    same way: `cycles` cycles from the one containing first_cycle_at). None: the promotion has no end."""
+    if discount.cycles is None:
+        return None
+    first = period_containing(spec, discount.first_cycle_at)
+    if spec.kind == "monthly":
+        index = (current.local_start.year * 12 + current.local_start.month) - (first.local_start.year * 12 + first.local_start.month)
+    else:
+        index = (current.start - first.start) // timedelta(seconds=spec.period_seconds)
+    return discount.cycles - max(index, 0)
 
 
 def _account_view(session: Session, account: BillingAccount, products: list[Product], catalog: Catalog,
@@ -210,9 +303,12 @@ def _account_view(session: Session, account: BillingAccount, products: list[Prod
             AllowanceUse(product, "Data", round((counter.data_bytes / 1_000_000) if counter else 0.0, 1), float(a.data_mb), "MB"),
         ]
 
+    refund_rows = list(session.exec(select(Refund).where(Refund.billing_account_id == account.id).order_by(col(Refund.created_at).desc()).limit(60)))
     view = AccountView(account=account, products=products, invoices=invoices, payments=payments, cycle_start=start, cycle_end=end,
                        cycle_source=source, usage_days=usage_days, usage_cost_micros=total, allowances=allowances,
-                       balance_points=_balance_points(invoices, payments))
+                       balance_points=_balance_points(invoices, payments, refund_rows), refunds=refund_rows,
+                       refundable={p.id: refunds.refundable_cents(session, p) for p in payments if p.status == "succeeded"},
+                       saved_method=payment_methods.current(session, account.id))
     if DunningEpisode is not None:
         view.episodes = list(session.exec(select(DunningEpisode).where(DunningEpisode.billing_account_id == account.id)
                                           .order_by(col(DunningEpisode.started_at).desc()).limit(10)))
@@ -244,7 +340,7 @@ def _fill_days(days: dict[date, list[int]], start: datetime | None, end: datetim
     return out
 
 
-def _balance_points(invoices: list[tuple[Invoice, bool]], payments: list[Payment]) -> list[charts.BalancePoint]:
+def _balance_points(invoices: list[tuple[Invoice, bool]], payments: list[Payment], refund_rows: list[Refund] = ()) -> list[charts.BalancePoint]:
     moves: list[tuple[datetime, int, str, str]] = []
     for invoice, _pdf in invoices:
         if invoice.number is None:
@@ -256,12 +352,18 @@ def _balance_points(invoices: list[tuple[Invoice, bool]], payments: list[Payment
     for payment in payments:
         if payment.status == "succeeded":
             moves.append((payment.created_at, -payment.amount_cents, "payment", f"payment ({payment.method})"))
+    for row in refund_rows:
+        # Money a refund or chargeback currently takes back from a payment is owed again (or no longer credit);
+        # a failed refund and a dispute o2c won put it back (reversed false): no move.
+        if row.reversed:
+            what = "chargeback" if row.kind == "chargeback" else "refund"
+            moves.append((row.created_at, row.amount_cents, what, f"{what} of payment {row.payment_id}"))
     moves.sort(key=lambda m: m[0])
     balance = 0
     points = []
     for at, delta, kind, label in moves:
         balance += delta
-        points.append(charts.BalancePoint(at=at, balance_cents=balance, kind=kind, label=f"{label}: {delta / 100:+.2f} EUR"))
+        points.append(charts.BalancePoint(at=at, balance_cents=balance, kind=kind, label=f"{label}: {delta / 100:+.2f} EUR", amount_cents=delta))
     return points
 
 
@@ -460,7 +562,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-_TONES = {"payment_failed": "bad", "dunning": "warn", "barr": "bad", "restored": "good", "activated": "good", "payment_recorded": "good",
+_TONES = {"chargeback.won": "good", "chargeback": "bad", "revoked": "bad", "refund": "warn", "payment_failed": "bad", "dunning": "warn", "barr": "bad", "restored": "good", "activated": "good", "payment_recorded": "good",
           "credited": "good", "failed": "bad", "cancel": "warn"}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api import tmf
 from api.auth import CONSOLE_ROLES, KeyStore, allowed, route_allows
-from api.console import data
+from api.console import data, login_limit
 from api.console.session import (
     LOGIN_CSRF_COOKIE,
     CsrfFailure,
@@ -44,10 +45,10 @@ from api.console.session import (
 from api.console.templating import render
 from api.deps import audit_draft, get_context, request_id
 from domain.orders import OrderState, is_cancellable
-from persistence.tables import BillingAccount, Invoice, ProductOrder
+from persistence.tables import BillingAccount, Invoice, Payment, Product, ProductOrder
 from services import bills, staff
 from services.audit import Actor, snapshot
-from services.query import in_transaction
+from services.query import in_transaction, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,10 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 
 CANCEL_PATH = f"{tmf.ORDERING_API}/cancelProductOrder"
 PAYMENT_PATH = f"{tmf.PAYMENT_API}/payment"
+REFUND_PATH = f"{tmf.PAYMENT_API}/refund"
 CREDIT_NOTE_ROUTE = f"{tmf.BILL_API}/customerBill/{{bill_id}}/creditNote"
 DUNNING_ROUTE = f"{tmf.ACCOUNT_API}/billingAccount/{{account_id}}/dunning"
+PRODUCT_ROUTE = f"{tmf.INVENTORY_API}/product/{{product_id}}"
 
 try:  # the bills router's own writers (finance); absent in an older tree
     from api.routers.bills import BILL_WRITERS
@@ -115,21 +118,23 @@ def actions_for(request: Request, role: str) -> dict[str, ActionInfo]:
     def dunning_ok(action: str) -> bool:
         return role in DUNNING_GRANTS.get(action, frozenset())
 
+    service = _has_route(request, "PATCH", PRODUCT_ROUTE)
+    service_ok = allowed(role, "product", "write") or route_allows(role, "PATCH", PRODUCT_ROUTE)
+
     return {
         "cancel_order": ActionInfo("cancel_order", "Cancel order", _has_route(request, "POST", CANCEL_PATH),
                                    allowed(role, "productOrder", "write") or route_allows(role, "POST", CANCEL_PATH)),
         "bank_transfer": ActionInfo("bank_transfer", "Record bank transfer", _has_route(request, "POST", PAYMENT_PATH),
                                     allowed(role, "payment", "write")),
+        "refund": ActionInfo("refund", "Refund payment", _has_route(request, "POST", REFUND_PATH), allowed(role, "payment", "write")),
         "credit_note": ActionInfo("credit_note", "Issue credit note", _has_route(request, "POST", CREDIT_NOTE_ROUTE),
                                   allowed(role, "customerBill", "write") or role in BILL_WRITERS),
         "dunning_pause": ActionInfo("dunning_pause", "Pause dunning", dunning, dunning_ok("pause")),
         "dunning_resume": ActionInfo("dunning_resume", "Resume dunning", dunning, dunning_ok("resume")),
         "retry_payment": ActionInfo("retry_payment", "Retry payment now", dunning, dunning_ok("retry_payment")),
         "waive_fee": ActionInfo("waive_fee", "Waive late fees", dunning, dunning_ok("waive_fee")),
-        "suspend_service": ActionInfo("suspend_service", "Suspend service", False, False,
-                                      "not available yet: o2c has no API to suspend a service by hand (dunning bars through the OSS)"),
-        "restore_service": ActionInfo("restore_service", "Restore service", False, False,
-                                      "not available yet: o2c has no API to restore a service by hand (a payment restores it)"),
+        "suspend_service": ActionInfo("suspend_service", "Suspend service", service, service_ok),
+        "restore_service": ActionInfo("restore_service", "Restore service", service, service_ok),
     }
 
 
@@ -188,10 +193,10 @@ async def login_page(request: Request, next: str | None = None) -> Response:
     return _login_form(request, next=safe_next(next), error=None, username="")
 
 
-def _login_form(request: Request, *, next: str, error: str | None, username: str, status: int = 200) -> Response:
+def _login_form(request: Request, *, next: str, error: str | None, username: str, status: int = 200, error_code: str | None = None) -> Response:
     token = secrets.token_urlsafe(24)
-    response = render("login.html", status_code=status, title="Sign in", next=next, error=error, username=username, login_csrf=token,
-                      user=None, csrf=None)
+    response = render("login.html", status_code=status, title="Sign in", next=next, error=error, error_code=error_code, username=username,
+                      login_csrf=token, user=None, csrf=None)
     set_login_csrf(request, response, token)
     return response
 
@@ -206,12 +211,26 @@ async def login(request: Request) -> Response:
     next_url = safe_next(form.get("next"))
     check_csrf(request, form, request.cookies.get(LOGIN_CSRF_COOKIE))
     password = form.get("password", "")
+    client_ip = request.client.host if request.client else "unknown"
+    now = utcnow()
+    wait = await _tx(request, lambda s: login_limit.retry_after(s, username, client_ip, now)) if username else None
+    if wait is not None:
+        if draft is not None:
+            draft.action = "console.login_throttled"
+        response = _login_form(request, next=next_url, username=username, status=429, error_code=login_limit.ERROR_CODE,
+                               error=f"Too many failed sign-ins. Try again in {math.ceil(wait / 60)} minute(s).")
+        response.headers["Retry-After"] = str(wait)
+        response.headers["X-Error-Code"] = login_limit.ERROR_CODE
+        return response
     user = await _tx(request, lambda s: staff.authenticate(s, username, password)) if username and password else None
     if user is None or user.role not in CONSOLE_ROLES:
         error = "Wrong username or password." if user is None else "Your role has no access to the staff console."
         if draft is not None:
             draft.action = "console.login_failed"
+        if user is None and username:
+            await _tx(request, lambda s: login_limit.record_failure(s, username, client_ip, now))
         return _login_form(request, next=next_url, error=error, username=username, status=401 if user is None else 403)
+    await _tx(request, lambda s: login_limit.clear(s, username, client_ip))
     ttl = timedelta(seconds=request.app.state.access.console_session_ttl_s)
     token, _row = await _tx(request, lambda s: staff.start_session(s, user, ttl, user_agent=request.headers.get("user-agent")))
     if draft is not None:
@@ -310,27 +329,47 @@ async def bill_pdf(request: Request, customer_id: str, bill_id: str) -> Response
 
 @router.get("/customer/{customer_id}/bill/{bill_id}/invoice.xml")
 async def bill_xml(request: Request, customer_id: str, bill_id: str) -> Response:
-    """The EN 16931 CII XML embedded in the Factur-X PDF, when the document carries one."""
+    """The EN 16931 CII XML stored with the invoice (Factur-X or XRechnung), as the API serves it."""
     await _staff(request)
     invoice = await _owned_invoice(request, customer_id, bill_id)
-    if invoice is None or invoice.pdf is None or invoice.number is None:
-        return _not_found(request, "The document")
-    try:
-        from adapters.documents.facturx import extract_facturx_xml
-
-        xml = await run_in_threadpool(extract_facturx_xml, invoice.pdf)
-    except Exception:  # noqa: BLE001 - an older PDF without XML
-        xml = None
-    if not xml:
+    if invoice is None or invoice.xml is None or invoice.number is None:
         return _not_found(request, "An XML invoice for this document")
-    return Response(xml, media_type="application/xml", headers={"Content-Disposition": f'inline; filename="{invoice.number}.xml"'})
+    number, xml = await _tx(request, bills.bill_xml, bill_id)
+    return Response(xml, media_type="application/xml", headers={"Content-Disposition": f'inline; filename="{number}.xml"', "Cache-Control": "no-store"})
 
 
 # --- actions ----------------------------------------------------------------------------------------
 
 
-async def _action_start(request: Request, customer_id: str, action: str, resource_type: str, resource_id: str):
-    """Signed in, CSRF-checked form, a reason, and the action enabled for the role: (session, form, reason) or a response."""
+class ActionStopped(Exception):
+    """An action ends before calling the API, with this response (a flash and redirect, or an error page)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("action stopped")
+        self.response = response
+
+
+def _owned(model, resource_id: str, customer_id: str):
+    """A loader: the row if it exists and belongs to the customer (ids that do not belong together are not found)."""
+
+    def load(session):
+        row = session.get(model, resource_id)
+        return row if row is not None and row.customer_id == customer_id else None
+
+    return load
+
+
+@dataclass
+class ActionStart:
+    found: staff.ConsoleSession
+    form: dict[str, str]
+    reason: str
+    resource: Any
+
+
+async def _begin(request: Request, customer_id: str, action: str, resource_type: str, resource_id: str, load, what: str) -> ActionStart:
+    """Every action's first steps: signed in, CSRF-checked form, the action enabled for the role, a reason, and
+    the resource (loaded with `load`) belonging to the customer. Raises ActionStopped with the answer otherwise."""
     found = await _staff(request)
     form = await form_data(request)
     check_csrf(request, form, found.session.csrf_token)
@@ -343,12 +382,19 @@ async def _action_start(request: Request, customer_id: str, action: str, resourc
         draft.reason = reason or None
     info = actions_for(request, found.user.role)[action]
     if not info.enabled:
-        return _forbidden_page(request, f"{info.label}: {info.why_disabled}.")
+        raise ActionStopped(_forbidden_page(request, f"{info.label}: {info.why_disabled}."))
     if not reason:
-        response = RedirectResponse(_back(customer_id, "actions"), status_code=303)
-        set_flash(request, response, f"{info.label}: please give a reason; nothing was changed.")
-        return response
-    return found, form, reason
+        raise ActionStopped(_flash_back(request, customer_id, f"{info.label}: please give a reason; nothing was changed."))
+    resource = await _tx(request, load)
+    if resource is None:
+        raise ActionStopped(_not_found(request, f"{what} {resource_id} of this customer"))
+    return ActionStart(found, form, reason, resource)
+
+
+def _flash_back(request: Request, customer_id: str, message: str, anchor: str = "actions") -> Response:
+    response = RedirectResponse(_back(customer_id, anchor), status_code=303)
+    set_flash(request, response, message)
+    return response
 
 
 def _finish(request: Request, customer_id: str, label: str, response_: httpx.Response, ok_text: str, before: Any, after: Any,
@@ -361,35 +407,19 @@ def _finish(request: Request, customer_id: str, label: str, response_: httpx.Res
         message = f"{label}: {ok_text}"
     else:
         message = f"{label} was refused ({response_.status_code}): {_api_message(response_)}"
-    redirect = RedirectResponse(_back(customer_id, anchor), status_code=303)
-    set_flash(request, redirect, message)
-    return redirect
+    return _flash_back(request, customer_id, message, anchor)
 
 
 @router.post("/customer/{customer_id}/order/{order_id}/cancel")
 async def cancel_order(request: Request, customer_id: str, order_id: str) -> Response:
-    started = await _action_start(request, customer_id, "cancel_order", "productOrder", order_id)
-    if isinstance(started, Response):
-        return started
-    found, _form, reason = started
-    order = await _tx(request, lambda s: s.get(ProductOrder, order_id))
-    if order is None or order.customer_id != customer_id:  # ids that do not belong together are not found
-        return _not_found(request, f"Order {order_id} of this customer")
-    before = snapshot(order, exclude=frozenset({"request"}))
-    result = await call_api(request, found.actor, "POST", CANCEL_PATH,
-                            json={"productOrder": {"id": order_id}, "cancellationReason": reason}, reason=reason)
+    start = await _begin(request, customer_id, "cancel_order", "productOrder", order_id, _owned(ProductOrder, order_id, customer_id), "Order")
+    before = snapshot(start.resource, exclude=frozenset({"request"}))
+    result = await call_api(request, start.found.actor, "POST", CANCEL_PATH,
+                            json={"productOrder": {"id": order_id}, "cancellationReason": start.reason}, reason=start.reason)
     after_order = await _tx(request, lambda s: s.get(ProductOrder, order_id))
     body = result.json() if result.status_code < 400 else {}
     return _finish(request, customer_id, "Cancel order", result, f"cancellation {body.get('state', 'requested')} for order {order_id}",
                    before, {"order": snapshot(after_order, exclude=frozenset({"request"})), "cancelProductOrder": body.get("id")}, "orders")
-
-
-def _account_of(customer_id: str, account_id: str):
-    def load(session):
-        account = session.get(BillingAccount, account_id)
-        return account if account is not None and account.customer_id == customer_id else None
-
-    return load
 
 
 def _amount_cents(text: str) -> int | None:
@@ -404,45 +434,68 @@ def _amount_cents(text: str) -> int | None:
 
 @router.post("/customer/{customer_id}/account/{account_id}/payment")
 async def record_bank_transfer(request: Request, customer_id: str, account_id: str) -> Response:
-    started = await _action_start(request, customer_id, "bank_transfer", "billingAccount", account_id)
-    if isinstance(started, Response):
-        return started
-    found, form, reason = started
-    account = await _tx(request, _account_of(customer_id, account_id))
-    if account is None:
-        return _not_found(request, f"Billing account {account_id} of this customer")
-    cents = _amount_cents(form.get("amount", ""))
+    start = await _begin(request, customer_id, "bank_transfer", "billingAccount", account_id, _owned(BillingAccount, account_id, customer_id),
+                         "Billing account")
+    cents = _amount_cents(start.form.get("amount", ""))
     if cents is None:
-        response = RedirectResponse(_back(customer_id, "actions"), status_code=303)
-        set_flash(request, response, "Record bank transfer: the amount must be a positive number of euros with at most two decimals.")
-        return response
-    correlator = form.get("correlator") or f"console-{uuid.uuid4()}"
-    reference = form.get("reference", "").strip()
+        return _flash_back(request, customer_id, "Record bank transfer: the amount must be a positive number of euros with at most two decimals.")
+    correlator = start.form.get("correlator") or f"console-{uuid.uuid4()}"
+    reference = start.form.get("reference", "").strip()
     body = {
         "correlatorId": correlator,
         "account": {"id": account_id},
         "totalAmount": {"unit": "EUR", "value": f"{Decimal(cents) / 100:.2f}"},
-        "description": (f"Bank transfer {reference}: " if reference else "Bank transfer: ") + reason,
+        "description": (f"Bank transfer {reference}: " if reference else "Bank transfer: ") + start.reason,
         "paymentMethod": {"@type": "bankTransfer"},
     }
-    result = await call_api(request, found.actor, "POST", PAYMENT_PATH, json=body, reason=reason)
+    result = await call_api(request, start.found.actor, "POST", PAYMENT_PATH, json=body, reason=start.reason)
     payment = result.json() if result.status_code < 400 else {}
     return _finish(request, customer_id, "Record bank transfer", result, f"payment {payment.get('id')} of {cents / 100:.2f} EUR recorded",
                    None, {"payment": payment.get("id"), "amountCents": cents}, "payments")
 
 
+def _owned_payment(payment_id: str, customer_id: str):
+    """A loader: the payment if its billing account is the customer's."""
+
+    def load(session):
+        payment = session.get(Payment, payment_id)
+        account = session.get(BillingAccount, payment.billing_account_id) if payment is not None else None
+        return payment if account is not None and account.customer_id == customer_id else None
+
+    return load
+
+
+@router.post("/customer/{customer_id}/payment/{payment_id}/refund")
+async def refund_payment(request: Request, customer_id: str, payment_id: str) -> Response:
+    """Refund (part of) a payment: POST refund (TMF676), keyed by the form's nonce so a resubmit refunds once."""
+    start = await _begin(request, customer_id, "refund", "payment", payment_id, _owned_payment(payment_id, customer_id), "Payment")
+    payment = start.resource
+    cents = _amount_cents(start.form.get("amount", ""))
+    if cents is None:
+        return _flash_back(request, customer_id, "Refund payment: the amount must be a positive number of euros with at most two decimals; "
+                                                 "nothing was changed.", "payments")
+    body = {
+        "account": {"id": payment.billing_account_id},
+        "payment": {"id": payment_id},
+        "totalAmount": {"unit": payment.currency, "value": f"{Decimal(cents) / 100:.2f}"},
+        "reason": start.reason,
+    }
+    result = await call_api(request, start.found.actor, "POST", REFUND_PATH, json=body, reason=start.reason,
+                            idempotency_key=start.form.get("nonce") or f"console-{uuid.uuid4()}")
+    refund = result.json() if result.status_code < 400 else {}
+    return _finish(request, customer_id, "Refund payment", result,
+                   f"refund {refund.get('id')} of {cents / 100:.2f} {payment.currency} is {refund.get('status')}",
+                   {"payment": payment_id, "amountCents": payment.amount_cents, "allocatedCents": payment.allocated_cents},
+                   {"refund": refund.get("id"), "amountCents": cents, "status": refund.get("status")}, "payments")
+
+
 @router.post("/customer/{customer_id}/bill/{bill_id}/credit-note")
 async def issue_credit_note(request: Request, customer_id: str, bill_id: str) -> Response:
-    started = await _action_start(request, customer_id, "credit_note", "customerBill", bill_id)
-    if isinstance(started, Response):
-        return started
-    found, form, reason = started
-    invoice = await _owned_invoice(request, customer_id, bill_id)
-    if invoice is None:
-        return _not_found(request, f"Bill {bill_id} of this customer")
+    start = await _begin(request, customer_id, "credit_note", "customerBill", bill_id, _owned(Invoice, bill_id, customer_id), "Bill")
+    invoice = start.resource
     path = CREDIT_NOTE_ROUTE.replace("{bill_id}", quote(bill_id, safe=""))
-    result = await call_api(request, found.actor, "POST", path, json={"reason": reason}, reason=reason,
-                            idempotency_key=form.get("nonce") or f"console-{uuid.uuid4()}")
+    result = await call_api(request, start.found.actor, "POST", path, json={"reason": start.reason}, reason=start.reason,
+                            idempotency_key=start.form.get("nonce") or f"console-{uuid.uuid4()}")
     note = result.json() if result.status_code < 400 else {}
     return _finish(request, customer_id, "Issue credit note", result, f"credit note {note.get('billNo') or note.get('id')} issued",
                    {"bill": bill_id, "state": invoice.state, "paidCents": invoice.paid_cents}, {"creditNote": note.get("id")}, "invoices")
@@ -460,20 +513,36 @@ _DUNNING = {
 async def dunning_action(request: Request, customer_id: str, account_id: str, action: str) -> Response:
     if action not in _DUNNING:
         return _not_found(request, "That action")
-    started = await _action_start(request, customer_id, action, "billingAccount", account_id)
-    if isinstance(started, Response):
-        return started
-    found, form, reason = started
-    account = await _tx(request, _account_of(customer_id, account_id))
-    if account is None:
-        return _not_found(request, f"Billing account {account_id} of this customer")
+    start = await _begin(request, customer_id, action, "billingAccount", account_id, _owned(BillingAccount, account_id, customer_id), "Billing account")
     segment, label = _DUNNING[action]
-    body: dict[str, Any] = {"reason": reason}
+    body: dict[str, Any] = {"reason": start.reason}
     if action == "dunning_pause":
         body["pauseType"] = "dispute"
     path = DUNNING_ROUTE.replace("{account_id}", quote(account_id, safe="")) + f"/{segment}"
-    result = await call_api(request, found.actor, "POST", path, json=body, reason=reason, idempotency_key=form.get("nonce") or None)
+    result = await call_api(request, start.found.actor, "POST", path, json=body, reason=start.reason, idempotency_key=start.form.get("nonce") or None)
     return _finish(request, customer_id, label, result, "sent to the dunning episode", None, None, "dunning")
+
+
+_SERVICE = {"suspend": ("suspend_service", "suspended"), "restore": ("restore_service", "active")}
+
+
+@router.post("/customer/{customer_id}/product/{product_id}/{action}")
+async def service_action(request: Request, customer_id: str, product_id: str, action: str) -> Response:
+    """Suspend or restore a service: PATCH the TMF637 product's status (docs/service-state.md)."""
+    if action not in _SERVICE:
+        return _not_found(request, "That action")
+    name, status = _SERVICE[action]
+    start = await _begin(request, customer_id, name, "product", product_id, _owned(Product, product_id, customer_id), "Product")
+    before = snapshot(start.resource)
+    path = PRODUCT_ROUTE.replace("{product_id}", quote(product_id, safe=""))
+    result = await call_api(request, start.found.actor, "PATCH", path, json={"status": status, "statusReason": start.reason}, reason=start.reason)
+    body = result.json() if result.status_code < 400 else {}
+    label = actions_for(request, start.found.user.role)[name].label
+    if result.status_code == 202:
+        ok = "the OSS has not confirmed yet; the change goes on by itself (see the timeline)"
+    else:
+        ok = f"{start.resource.msisdn or product_id} is now {body.get('status')}" + (f" ({body['statusReason']})" if body.get("statusReason") else "")
+    return _finish(request, customer_id, label, result, ok, before, {"status": body.get("status"), "statusReason": body.get("statusReason")}, "products")
 
 
 # --- errors -----------------------------------------------------------------------------------------
@@ -488,6 +557,10 @@ def install_handlers(app) -> None:
         if request.cookies.get("o2c_console"):
             clear_session_cookie(request, response)
         return response
+
+    @app.exception_handler(ActionStopped)
+    async def _stopped(_request: Request, exc: ActionStopped) -> Response:
+        return exc.response
 
     @app.exception_handler(CsrfFailure)
     async def _csrf(request: Request, _exc: CsrfFailure) -> Response:

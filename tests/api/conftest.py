@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,6 +24,7 @@ from api.app import create_app
 from config.settings import Settings
 from persistence.db import session_scope
 from persistence.tables import Product
+from tests.fakes.stripe_server import FakeStripeServer
 from workflows.messages import SEARCH_ATTRIBUTES
 
 TASK_QUEUE = "o2c-api-tests"  # no worker polls it
@@ -62,6 +63,20 @@ async def temporal_env(temporal_cli) -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture(scope="session")
 def temporal_client(temporal_env) -> Client:
     return temporal_env.client
+
+
+@pytest.fixture(scope="module")
+def stripe_server() -> Iterator[FakeStripeServer]:
+    """A local server speaking Stripe's wire format, one per test module (the real SDK talks to it over HTTP)."""
+    with FakeStripeServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_stripe(stripe_server: FakeStripeServer) -> FakeStripeServer:
+    """The module's fake Stripe, emptied for each test."""
+    stripe_server.reset()
+    return stripe_server
 
 
 def api_settings(db_url: str, **overrides: Any) -> Settings:

@@ -129,13 +129,14 @@ async def test_the_xml_is_a_second_bill_document(client, db_url):
     assert (await client.get(f"{BILL_PATH}/{older.id}/document.xml", headers=FINANCE)).status_code == 404
 
 
-async def test_missing_bill_or_document_is_404(client, db_url):
+async def test_missing_bill_is_404_and_a_document_being_rendered_is_409(client, db_url):
     account = await make_account(client)
+    # Numbered, not yet rendered and sealed (that follows the number within seconds): ask again, not "gone".
     without_pdf = insert_invoice(db_url, account, pdf=None)
     assert (await client.get(f"{BILL_PATH}/{without_pdf.id}", headers=FINANCE)).json()["billDocument"] == []
-    missing_pdf = await client.get(f"{BILL_PATH}/{without_pdf.id}/document.pdf", headers=FINANCE)
-    assert missing_pdf.status_code == 404
-    assert missing_pdf.json()["code"] == "not_found"
+    for document in ("document.pdf", "document.xml"):
+        not_ready = await client.get(f"{BILL_PATH}/{without_pdf.id}/{document}", headers=FINANCE)
+        assert (not_ready.status_code, not_ready.json()["code"]) == (409, "document_not_ready")
     assert (await client.get(f"{BILL_PATH}/{uuid.uuid4()}", headers=FINANCE)).status_code == 404
     assert (await client.get(f"{BILL_PATH}/{uuid.uuid4()}/document.pdf", headers=FINANCE)).status_code == 404
 

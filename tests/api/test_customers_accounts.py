@@ -98,8 +98,8 @@ async def test_e_invoicing_and_itemised_bill_options(client):
     account = await make_account(client)
     assert (account["leitwegId"], account["itemisedBill"], account["itemisedBillMaskLast3"], account["invoiceHold"]) == (None, False, False, False)
 
-    public = await make_account(client, leitwegId="991-12345-67", itemisedBill=True, itemisedBillMaskLast3=True)
-    assert (public["leitwegId"], public["itemisedBill"], public["itemisedBillMaskLast3"]) == ("991-12345-67", True, True)
+    public = await make_account(client, leitwegId="991-33333TEST-33", itemisedBill=True, itemisedBillMaskLast3=True)
+    assert (public["leitwegId"], public["itemisedBill"], public["itemisedBillMaskLast3"]) == ("991-33333TEST-33", True, True)
 
     patched = await client.patch(f"{ACCOUNT_PATH}/{account['id']}", headers=CRM, json={"leitwegId": "04011000-1234512345-06", "itemisedBill": True})
     assert patched.status_code == 200, patched.text
@@ -111,6 +111,8 @@ async def test_e_invoicing_and_itemised_bill_options(client):
 
     bad = await client.patch(f"{ACCOUNT_PATH}/{account['id']}", headers=CRM, json={"leitwegId": "not a leitweg id"})
     assert bad.status_code == 422 and "leitwegId" in fields(bad)
+    typo = await client.patch(f"{ACCOUNT_PATH}/{account['id']}", headers=CRM, json={"leitwegId": "04011000-1234512345-07"})
+    assert typo.status_code == 422 and fields(typo) == {"leitwegId": "invalid_leitweg_id"}
     null_flag = await client.patch(f"{ACCOUNT_PATH}/{account['id']}", headers=CRM, json={"itemisedBill": None})
     assert null_flag.status_code == 422 and fields(null_flag) == {"itemisedBill": "null"}
 

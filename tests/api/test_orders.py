@@ -99,7 +99,7 @@ async def test_order_validation_lists_every_problem(client):
         "productOrderItem": [
             {"id": "1", "action": "add", "productOffering": {"id": "mobile-xxl"}},
             {"id": "2", "action": "add", "productOffering": {"id": "mobile-legacy"}},
-            {"id": "2", "action": "modify", "productOffering": {"id": "mobile-s"}},
+            {"id": "2", "action": "delete", "productOffering": {"id": "mobile-s"}},
             {"id": "4", "action": "add"},
         ],
     }

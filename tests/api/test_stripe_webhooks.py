@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import date
 
 import httpx
@@ -25,7 +25,8 @@ from adapters.temporal.outbox_relay import OutboxRelay, workflow_handlers
 from api.app import create_app
 from domain.payments import ChargeRequest, PaymentOutcome, charge_idempotency_key
 from persistence.db import session_scope
-from persistence.tables import BusinessEvent, Invoice, OutboxMessage, Payment, StripeWebhookEvent
+from persistence.tables import BillingAccount, BusinessEvent, Invoice, OutboxMessage, Payment, StripeWebhookEvent
+from services.payment_methods import charge_method
 from services.query import utcnow
 from services.stripe_webhooks import PAYMENT_RESULT_TOPIC, StripeEvent, record_event
 from tests.api.conftest import FINANCE, PAYMENT_PATH, TASK_QUEUE, api_settings, client_for, make_account, signals_received, utc
@@ -37,18 +38,6 @@ BOUNCING_IBAN = "sepa:DE62370400440532013001"
 
 
 # --- fixtures ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def stripe_server() -> Iterator[FakeStripeServer]:
-    with FakeStripeServer() as server:
-        yield server
-
-
-@pytest.fixture
-def fake_stripe(stripe_server: FakeStripeServer) -> FakeStripeServer:
-    stripe_server.reset()
-    return stripe_server
 
 
 def stripe_settings(db_url: str, server: FakeStripeServer, **overrides):
@@ -278,8 +267,10 @@ async def test_webhook_before_the_activity_records_the_payment_and_a_retry_charg
     workflow_id = await start_stand_in_workflow(temporal_client, account)
     invoice_id = insert_invoice(db_url, account)
     # The charge as the activity sends it, but nothing recorded by o2c yet.
+    with session_scope(db_url) as session:  # the card saved at Stripe when the account was created
+        method, customer_id, _ = charge_method(session, session.get(BillingAccount, account["id"]))
     request = ChargeRequest(invoice_id=invoice_id, attempt=1, amount_minor=2379, account_id=account["id"],
-                            payment_method="4242424242424242", description=f"Invoice {invoice_id}")
+                            payment_method=method, gateway_customer_id=customer_id, description=f"Invoice {invoice_id}")
     assert (await gateway.charge(request)).status == "succeeded"
     [pi] = fake_stripe.intents
 
@@ -298,7 +289,11 @@ async def test_webhook_before_the_activity_records_the_payment_and_a_retry_charg
 
 
 async def test_card_decline_and_authentication_events_change_nothing_the_activity_knew(http, fake_stripe, gateway, db_url, temporal_client) -> None:
-    account = await account_with(http, "4000000000009995")  # insufficient funds
+    # Stripe refuses to save this card (it fails the check on attach), so the account gets it unsaved, as
+    # before payment methods were saved at the gateway: the charge itself is declined.
+    account = await make_account(http)
+    with session_scope(db_url) as session:
+        session.get(BillingAccount, account["id"]).payment_method = "4000000000009995"  # insufficient funds
     workflow_id = await start_stand_in_workflow(temporal_client, account)
     declined = await charge(db_url, gateway, insert_invoice(db_url, account))
     assert (declined.status, declined.decline_code, declined.decline_class) == ("declined", "insufficient_funds", "soft")

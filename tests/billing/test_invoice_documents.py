@@ -157,14 +157,14 @@ def test_a_domestic_business_and_an_invalid_foreign_vat_id_pay_german_vat(db_url
 
 def test_a_leitweg_id_makes_it_an_xrechnung(db_url):
     account = new_account(db_url)
-    update_account(db_url, account, leitweg_id="991-12345-67", payment_method="sepa:DE89370400440532013000")
+    update_account(db_url, account, leitweg_id="991-12345-73", payment_method="sepa:DE89370400440532013000")
     invoice = issue(db_url, account, at(2134))
 
     assert all_errors(invoice.xml, "xrechnung") == NO_ERRORS_XRECHNUNG
     assert extract_facturx_xml(invoice.pdf) == invoice.xml
     assert xpath(invoice.xml, "//ram:GuidelineSpecifiedDocumentContextParameter/ram:ID/text()") == [
         "urn:cen.eu:en16931:2017#compliant#urn:xeinkauf.de:kosit:xrechnung_3.0"]
-    assert xpath(invoice.xml, "//ram:BuyerReference/text()") == ["991-12345-67"]
+    assert xpath(invoice.xml, "//ram:BuyerReference/text()") == ["991-12345-73"]
     # SEPA direct debit from the saved IBAN (BT-91) with o2c's creditor id (BT-90).
     assert xpath(invoice.xml, "//ram:SpecifiedTradeSettlementPaymentMeans/ram:TypeCode/text()") == ["59"]
     assert xpath(invoice.xml, "//ram:PayerPartyDebtorFinancialAccount/ram:IBANID/text()") == ["DE89370400440532013000"]

@@ -82,3 +82,26 @@ async def page(chromium_path) -> AsyncIterator:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture
+async def service_stack(db_url, temporal_env) -> AsyncIterator[tuple[str, str]]:  # noqa: F811
+    """(console base URL, OSS simulator URL) with a worker: an app of its own on a task queue of its own, a
+    worker polling it with the real activities, and the OSS simulator, so console actions run end to end.
+    (The shared live_server's queue has no worker on purpose: its tests read pending workflows.)"""
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    from oss_sim.app import create_app as create_oss_sim
+    from oss_sim.settings import SimSettings
+    from tests.support.servers import ServerThread
+    from worker import build_worker
+
+    from config.settings import Settings
+
+    target = temporal_env.client.service_client.config.target_host
+    with ServerThread(create_oss_sim(SimSettings(callback_url=None, default_delay_s=0.0))) as oss:
+        settings = Settings(database_url=db_url, temporal_address=target, task_queue=f"console-actions-{uuid.uuid4()}", oss_base_url=oss.url)
+        with ServerThread(create_app(settings)) as console, ThreadPoolExecutor(max_workers=8) as executor:
+            async with build_worker(temporal_env.client, settings, executor):
+                yield console.url, oss.url

@@ -119,3 +119,44 @@ async def test_sign_in_search_customer_page_and_cancel_an_order(page, live_serve
     await page.wait_for_url(f"{live_server}/console/login")
     await page.goto(f"{live_server}/console/customer/{customer['id']}")
     assert "/console/login" in page.url
+
+
+async def test_suspend_and_restore_a_service_end_to_end(page, service_stack, db_url, artifacts):
+    """Support suspends a line from the customer page and restores it: the OSS simulator's line is barred fully
+    and then unbarred by the worker, the product's status follows, and both are in the audit log."""
+    from tests.support.billing import activate_in_oss
+
+    base, oss_url = service_stack
+    async with httpx.AsyncClient(base_url=base, headers=CRM, timeout=30) as api:
+        name = f"Sperr Kundin {uuid.uuid4().hex[:6]}"
+        customer = (await api.post(CUSTOMER_PATH, json={"name": name})).json()
+        account = (await api.post(ACCOUNT_PATH, json={"name": "Hauptkonto", "relatedParty": [{"id": customer["id"], "role": "customer"}]})).json()
+    msisdn = new_msisdn()
+    product_id = insert_product(db_url, account, msisdn, start=datetime.now(timezone.utc) - timedelta(days=3))
+    async with httpx.AsyncClient(base_url=oss_url, timeout=30) as oss:
+        await activate_in_oss(oss, msisdn, "mobile-s", customer["id"])
+        user = make_staff(db_url, "support", PASSWORD)
+        await page.goto(f"{base}/console/login")
+        await page.get_by_label("Username").fill(user.username)
+        await page.get_by_label("Password").fill(PASSWORD)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.wait_for_url(f"{base}/console/search")
+        await page.goto(f"{base}/console/customer/{customer['id']}")
+
+        row = page.locator(f"#service-actions tr[data-product='{product_id}']")
+        await row.get_by_label("Reason").fill("customer reported the SIM stolen")
+        await row.get_by_role("button", name="Suspend service").click()
+        await page.wait_for_url(f"{base}/console/customer/{customer['id']}#products")
+        assert (await page.locator("#flash").inner_text()).startswith(f"Suspend service: {msisdn} is now suspended")
+        assert "suspended by staff: customer reported the SIM stolen" in await page.locator("#products").inner_text()
+        assert (await oss.get(f"/sim/services/{msisdn}")).json()["barring"] == "full"
+        await page.screenshot(path=str(artifacts / "console-after-suspend.png"), full_page=True)
+
+        row = page.locator(f"#service-actions tr[data-product='{product_id}']")
+        await row.get_by_label("Reason").fill("SIM found again")
+        await row.get_by_role("button", name="Restore service").click()
+        await page.wait_for_url(f"{base}/console/customer/{customer['id']}#products")
+        assert (await page.locator("#flash").inner_text()).startswith(f"Restore service: {msisdn} is now active")
+        assert (await oss.get(f"/sim/services/{msisdn}")).json()["barring"] == "none"
+        audit = await page.locator("#audit-table").inner_text()
+        assert "product.suspend" in audit and "product.restore" in audit and "SIM found again" in audit

@@ -52,7 +52,7 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack(db_url, tmp_path_factory) -> Iterator[Stack]:
     var_dir = tmp_path_factory.mktemp("var")
-    ports = {name: free_port() for name in ("temporal", "ui", "api", "oss", "smtp")}
+    ports = {name: free_port() for name in ("temporal", "ui", "api", "oss", "smtp", "sms")}
     env = dict(os.environ)
     env.update({
         "O2C_DATABASE_URL": db_url,
@@ -65,6 +65,9 @@ def stack(db_url, tmp_path_factory) -> Iterator[Stack]:
         "O2C_OSS_CALLBACK_API_KEY": "dev-oss-key",
         "O2C_OSS_SIM_DELAY_S": "0.5",
         "O2C_SMTP_PORT": str(ports["smtp"]),
+        # The demo dunning policy sends an SMS notice: the stack has its SMS gateway, as `o2c up` has.
+        "O2C_SMS_SINK_PORT": str(ports["sms"]),
+        "O2C_SMS_URL": f"http://127.0.0.1:{ports['sms']}",
         "O2C_VAR_DIR": str(var_dir),
     })
     logs = var_dir / "logs"
@@ -84,6 +87,7 @@ def stack(db_url, tmp_path_factory) -> Iterator[Stack]:
         wait_until(lambda: socket.create_connection(("127.0.0.1", ports["temporal"]), timeout=0.5).close() or True, 60, "Temporal", processes)
         start("oss-sim", o2c + ["oss-sim"])
         start("mail-sink", o2c + ["mail-sink"])
+        start("sms-sink", o2c + ["sms-sink"])
         start("worker", o2c + ["worker"])
         start("api", o2c + ["api"])
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{ports['oss']}/health").status_code == 200, 60, "OSS simulator", processes)

@@ -11,6 +11,15 @@ card error), and the objects o2c uses:
   user_agent), creating the PaymentMethod and its Mandate;
 - PaymentIntents: create (confirm, off_session), retrieve, list by customer, search by metadata,
   cancel; `processing` SEPA debits are finished by the test (`settle`).
+- Refunds: create (of a succeeded PaymentIntent, never more than is left unrefunded: 400
+  `amount_too_large` / `charge_already_refunded`), retrieve, list (by `payment_intent`); a card refund succeeds at once, a SEPA
+  refund is `pending` until the test calls `settle_refund`. Emits refund.created, charge.refunded,
+  refund.updated (and refund.failed).
+- Disputes: retrieve; opened and closed by the test (`open_dispute`, `close_dispute`), emitting
+  charge.dispute.created and charge.dispute.closed like Stripe. An early fraud inquiry opens with
+  `open_dispute(..., status="warning_needs_response")` and either closes (`close_dispute`:
+  warning_closed) or escalates (`escalate_dispute`: the same object moves to needs_response,
+  emitting charge.dispute.funds_withdrawn and charge.dispute.updated).
 
 Every state change emits an Event like Stripe's (`events`); `webhook_request` turns one into the
 body and `Stripe-Signature` header Stripe would POST, signed by hand (HMAC-SHA256 over
@@ -20,7 +29,8 @@ Failure injection: `fail_next` answers an error before doing anything (like a fa
 balancer: nothing saved for the key); `drop_next_response` runs the request, saves it for its
 idempotency key, then closes the connection without answering (a lost response: the client
 cannot know whether it ran). `search_lag` hides new objects from search until
-`index_search()`, like Stripe's search index (up to a minute behind).
+`index_search()`, like Stripe's search index (up to a minute behind). `expire_idempotency_keys`
+forgets the saved keys, as Stripe does after 24 hours.
 
 Outcomes follow Stripe's test instruments, taken from the sandbox's table so the sandbox and
 this fake can never disagree. Everything the SDK sends is recorded for assertions.
@@ -145,6 +155,8 @@ class FakeStripeServer:
             self.setup_intents: dict[str, dict[str, Any]] = {}
             self.mandates: dict[str, dict[str, Any]] = {}
             self.events: list[dict[str, Any]] = []
+            self.refunds: dict[str, dict[str, Any]] = {}
+            self.disputes: dict[str, dict[str, Any]] = {}
             self._pm_instrument: dict[str, str] = {}  # saved pm id -> TEST_INSTRUMENTS key
             self._fates: dict[str, TestInstrument] = {}
             self._idempotency: dict[tuple[str, str], tuple[str, str, dict[str, str], _Response]] = {}
@@ -162,6 +174,11 @@ class FakeStripeServer:
         """Run the next `count` requests, then close their connections without an answer."""
         with self._lock:
             self._drop_next += count
+
+    def expire_idempotency_keys(self) -> None:
+        """Stripe's idempotency window (24 h) passes: a key sent again runs its request again."""
+        with self._lock:
+            self._idempotency.clear()
 
     def index_search(self) -> None:
         """Make every object searchable (the search index caught up)."""
@@ -195,6 +212,68 @@ class FakeStripeServer:
                 )
                 self._emit("payment_intent.payment_failed", intent)
             return copy.deepcopy(intent)
+
+    def settle_refund(self, refund_id: str, succeed: bool = True, failure_reason: str = "lost_or_stolen_card") -> dict[str, Any]:
+        """Finish a `pending` refund (emits refund.updated, and refund.failed when it fails)."""
+        with self._lock:
+            refund = self.refunds[refund_id]
+            if refund["status"] != "pending":
+                raise ValueError(f"{refund_id} is {refund['status']}, not pending")
+            if succeed:
+                refund["status"] = "succeeded"
+            else:
+                refund.update(status="failed", failure_reason=failure_reason)
+                self.intents[refund["payment_intent"]]["amount_refunded"] -= refund["amount"]
+                self._emit("refund.failed", refund)
+            self._emit("refund.updated", refund)
+            return copy.deepcopy(refund)
+
+    def open_dispute(self, intent_id: str, reason: str = "fraudulent", amount: int | None = None,
+                     status: str = "needs_response") -> dict[str, Any]:
+        """The cardholder's bank disputes a succeeded payment: emits charge.dispute.created. With a `warning_*`
+        status it is an early fraud inquiry: no money is withdrawn (no balance transaction) until it escalates."""
+        with self._lock:
+            intent = self.intents[intent_id]
+            dispute_id = self._new_id("dp")
+            dispute = {
+                "id": dispute_id, "object": "dispute", "created": self._created(dispute_id),
+                "amount": intent["amount"] if amount is None else amount, "currency": intent["currency"],
+                "charge": intent["latest_charge"], "payment_intent": intent_id, "reason": reason,
+                "status": status, "is_charge_refundable": status.startswith("warning_"), "livemode": False, "metadata": {},
+                "balance_transactions": [] if status.startswith("warning_") else [
+                    {"object": "balance_transaction", "fee": 1500, "type": "adjustment"}],
+            }
+            self.disputes[dispute_id] = dispute
+            self._emit("charge.dispute.created", dispute)
+            return copy.deepcopy(dispute)
+
+    def escalate_dispute(self, dispute_id: str) -> dict[str, Any]:
+        """An inquiry becomes a chargeback: the same dispute moves to needs_response and the money is withdrawn."""
+        with self._lock:
+            dispute = self.disputes[dispute_id]
+            if not dispute["status"].startswith("warning_") or dispute["status"] == "warning_closed":
+                raise ValueError(f"{dispute_id} is {dispute['status']}, not an open inquiry")
+            dispute.update(status="needs_response", is_charge_refundable=False,
+                           balance_transactions=[{"object": "balance_transaction", "fee": 1500, "type": "adjustment"}])
+            self._emit("charge.dispute.funds_withdrawn", dispute)
+            self._emit("charge.dispute.updated", dispute)
+            return copy.deepcopy(dispute)
+
+    def close_dispute(self, dispute_id: str, won: bool = False) -> dict[str, Any]:
+        """Closes a dispute won or lost; an inquiry closes `warning_closed` (won is then ignored)."""
+        with self._lock:
+            dispute = self.disputes[dispute_id]
+            dispute["status"] = "warning_closed" if dispute["status"].startswith("warning_") else ("won" if won else "lost")
+            self._emit("charge.dispute.closed", dispute)
+            return copy.deepcopy(dispute)
+
+    def revoke_mandate(self, mandate_id: str) -> dict[str, Any]:
+        """The debtor's bank cancels the SEPA mandate: emits mandate.updated."""
+        with self._lock:
+            mandate = self.mandates[mandate_id]
+            mandate["status"] = "inactive"
+            self._emit("mandate.updated", mandate)
+            return copy.deepcopy(mandate)
 
     def events_for(self, object_id: str, type_: str | None = None) -> list[dict[str, Any]]:
         """Events about one object (oldest first), optionally of one type."""
@@ -285,6 +364,19 @@ class FakeStripeServer:
         if m := re.fullmatch(r"/v1/payment_intents/([^/]+)", path):
             if method == "GET":
                 return _Response(200, copy.deepcopy(self._get(self.intents, m.group(1), "payment_intent", "intent")))
+        if path == "/v1/refunds" and method == "POST":
+            return self._create_refund(form)
+        if path == "/v1/refunds" and method == "GET":
+            return self._list_refunds(form)
+        if m := re.fullmatch(r"/v1/refunds/([^/]+)", path):
+            if method == "GET":
+                return _Response(200, copy.deepcopy(self._get(self.refunds, m.group(1), "refund", "id")))
+        if m := re.fullmatch(r"/v1/mandates/([^/]+)", path):
+            if method == "GET":
+                return _Response(200, copy.deepcopy(self._get(self.mandates, m.group(1), "mandate", "id")))
+        if m := re.fullmatch(r"/v1/disputes/([^/]+)", path):
+            if method == "GET":
+                return _Response(200, copy.deepcopy(self._get(self.disputes, m.group(1), "dispute", "dispute")))
         if path == "/v1/customers" and method == "POST":
             return self._create_customer(form)
         if method == "GET" and path == "/v1/customers/search":
@@ -348,6 +440,22 @@ class FakeStripeServer:
         limit = _limit(form)
         rows = [o for o in reversed(table.values()) if customer is None or o.get("customer") == customer]
         return _Response(200, {"object": "list", "url": url, "has_more": len(rows) > limit,
+                               "data": copy.deepcopy(rows[:limit])})
+
+    def _list_refunds(self, form: dict[str, str]) -> _Response:
+        """GET /v1/refunds: newest first, filtered by payment_intent, paged by limit and starting_after."""
+        pid = form.get("payment_intent")
+        if pid:
+            self._get(self.intents, pid, "payment_intent", "payment_intent")
+        rows = [r for r in reversed(self.refunds.values()) if not pid or r["payment_intent"] == pid]
+        after = form.get("starting_after")
+        if after:
+            ids = [r["id"] for r in rows]
+            if after not in ids:
+                raise _invalid("starting_after", f"No such refund: '{after}'")
+            rows = rows[ids.index(after) + 1:]
+        limit = _limit(form)
+        return _Response(200, {"object": "list", "url": "/v1/refunds", "has_more": len(rows) > limit,
                                "data": copy.deepcopy(rows[:limit])})
 
     def _search(self, table: dict[str, dict[str, Any]], url: str, form: dict[str, str]) -> _Response:
@@ -558,6 +666,45 @@ class FakeStripeServer:
         intent.update(status="requires_payment_method", last_payment_error=err)
         self._emit("payment_intent.payment_failed", intent)
         return _Response(402, {"error": {**err, "payment_intent": copy.deepcopy(intent)}})
+
+    def _create_refund(self, form: dict[str, str]) -> _Response:
+        pid = form.get("payment_intent")
+        if not pid:
+            raise _invalid("payment_intent", "Missing required param: payment_intent (this fake refunds PaymentIntents only).")
+        intent = self._get(self.intents, pid, "payment_intent", "payment_intent")
+        if intent["status"] != "succeeded":
+            raise _invalid("payment_intent", f"This PaymentIntent ({pid}) does not have a successful charge to refund.",
+                           code="charge_not_refundable")
+        refunded = intent.get("amount_refunded", 0)
+        left = intent["amount"] - refunded
+        raw = form.get("amount")
+        if raw is not None and (not raw.isdigit() or int(raw) <= 0):
+            raise _invalid("amount", "Amount must be a positive integer in the smallest currency unit.")
+        amount = int(raw) if raw is not None else left
+        if left <= 0:
+            raise _invalid("amount", f"Charge {intent['latest_charge']} has already been refunded.", code="charge_already_refunded")
+        if amount > left:
+            raise _invalid("amount", f"Refund amount ({amount}) is greater than unrefunded amount on charge ({left})",
+                           code="amount_too_large")
+        reason = form.get("reason")
+        if reason is not None and reason not in ("duplicate", "fraudulent", "requested_by_customer"):
+            raise _invalid("reason", f"Invalid reason: must be one of duplicate, fraudulent, or requested_by_customer")
+        refund_id = self._new_id("re")
+        sepa = "sepa_debit" in (intent.get("payment_method_types") or [])
+        refund = {
+            "id": refund_id, "object": "refund", "created": self._created(refund_id), "amount": amount,
+            "currency": intent["currency"], "charge": intent["latest_charge"], "payment_intent": pid,
+            "reason": reason, "status": "pending" if sepa else "succeeded", "failure_reason": None,
+            "metadata": _nested(form, "metadata"),
+        }
+        self.refunds[refund_id] = refund
+        intent["amount_refunded"] = refunded + amount
+        self._emit("refund.created", refund)
+        charge = {"id": intent["latest_charge"], "object": "charge", "payment_intent": pid, "amount": intent["amount"],
+                  "amount_refunded": intent["amount_refunded"], "currency": intent["currency"],
+                  "refunded": intent["amount_refunded"] >= intent["amount"]}
+        self._emit("charge.refunded", charge)
+        return _Response(200, copy.deepcopy(refund))
 
     def _cancel_intent(self, intent: dict[str, Any], form: dict[str, str]) -> _Response:
         cancelable = ("requires_payment_method", "requires_capture", "requires_confirmation", "requires_action")

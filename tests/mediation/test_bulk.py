@@ -28,7 +28,8 @@ from tests.mediation.test_importer import (
 COMPARED = ("usage_type", "event_time", "quantity", "status", "units", "allowance_units", "chargeable_units", "amount_micros",
             "catalog_version", "period_start", "tariff_id", "tariff_version", "destination", "destination_name", "roaming_country",
             "zone", "band", "parts", "disposition")
-COUNTER = ("voice_minutes", "sms", "data_mb", "voice_s", "data_bytes", "eu_roaming_data_bytes", "last_event_time", "needs_rerate")
+COUNTER = ("voice_minutes", "sms", "data_mb", "voice_s", "data_bytes", "eu_roaming_data_bytes", "last_event_time", "needs_rerate",
+           "usage_micros", "roaming_data_micros")
 
 
 def counter_of(db_url: str, product_id: str) -> dict[datetime, dict]:

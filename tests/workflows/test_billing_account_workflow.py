@@ -318,7 +318,11 @@ async def test_a_line_the_oss_refuses_to_bar_does_not_stop_billing(running_worke
         await asyncio.sleep(1)  # real time, for a failing workflow task to show
         status = (await handle.describe()).status.name
     assert status == "RUNNING"
-    assert len(invoices(db_url, account.account_id)) == 3  # 15 Dec, 15 Jan, 15 Feb
+    issued = invoices(db_url, account.account_id)
+    assert len([i for i in issued if i.kind == "cycle"]) == 3  # 15 Dec, 15 Jan, 15 Feb
+    # The dunning ladder's late fees are their own (VAT category O) documents, never cycle lines.
+    assert {i.kind for i in issued} <= {"cycle", "late_fee"}
+    assert all(line["vat_category"] == "O" for i in issued if i.kind == "late_fee" for line in i.lines)
 
 
 

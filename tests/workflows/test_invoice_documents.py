@@ -76,7 +76,7 @@ async def test_xrechnung_with_reverse_charge_for_a_public_buyer_abroad(running_w
     start = await pin_clock(ts_env, 12, 1)
     settings = make_settings()
     account = await open_account(db_url, oss_http, ["mobile-s"], activated_at=start, bill_cycle_day=15, payment_method="sepa:DE89370400440532013000")
-    configure(db_url, account.account_id, leitweg_id="991-33333-05",
+    configure(db_url, account.account_id, leitweg_id="991-33333-62",
               customer={"vat_id": "ATU57194903", "name": "Muster Handels GmbH",
                         "address": {"street1": "Ringstraße 1", "postCode": "1010", "city": "Wien", "country": "AT"}})
     add_call(db_url, account, start + timedelta(hours=1), "4930123456789")
@@ -86,7 +86,7 @@ async def test_xrechnung_with_reverse_charge_for_a_public_buyer_abroad(running_w
     assert (invoice.net_cents, invoice.vat_cents, invoice.gross_cents) == (1555, 0, 1555)
     assert {line["vat_category"] for line in invoice.lines} == {"AE"}
     assert all_errors(invoice.xml, "xrechnung") == {"xsd": [], "cen": [], "xrechnung": []}
-    assert b"urn:xeinkauf.de:kosit:xrechnung_3.0" in invoice.xml and b"991-33333-05" in invoice.xml
+    assert b"urn:xeinkauf.de:kosit:xrechnung_3.0" in invoice.xml and b"991-33333-62" in invoice.xml
     assert b"4930123456" not in invoice.xml
     text = " ".join(pdf_text(invoice.pdf).split())
     assert "Steuerschuldnerschaft des Leistungsempfängers / Reverse charge" in text
