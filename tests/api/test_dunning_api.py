@@ -14,17 +14,13 @@ import pytest
 from sqlmodel import select
 from temporalio.worker import Worker
 
-from activities.dunning import DunningActivities
-from adapters.notify.email import SmtpNotifier
-from adapters.oss.http_client import HttpOssClient
-from adapters.payments.sandbox import SandboxGateway
-from config.dunning_loader import load_dunning_config
 from config.settings import Settings
 from domain.dunning_timeline import DunningInput
 from persistence.db import session_scope
 from persistence.tables import BusinessEvent, DunningAction, DunningEpisode, Invoice
 from tests.api.conftest import ACCOUNT_PATH, CRM, FINANCE, OSS, SUPPORT, signals_received
 from tests.support.billing import eventually
+from tests.support.dunning import dunning_activities
 from tests.support.records import create_billing_account, create_customer
 from worker import activities_of
 from workflows.dunning import DunningWorkflow
@@ -63,8 +59,7 @@ async def episode(db_url, temporal_env) -> AsyncIterator[Episode]:
                             period_start=due - timedelta(days=44), period_end=due - timedelta(days=14), local_period_start=(due - timedelta(days=44)).date(),
                             local_period_end=(due - timedelta(days=14)).date(), issued_at=due - timedelta(days=14), due_at=due, net_cents=10000,
                             vat_cents=1900, gross_cents=11900, lines=[], vat_breakdown=[]))
-    activities = DunningActivities(settings, load_dunning_config(), SandboxGateway(), HttpOssClient(settings.oss_base_url),
-                                   SmtpNotifier(settings.smtp_host, settings.smtp_port, settings.mail_from))
+    activities = dunning_activities(settings)
     inp = DunningInput(billing_account_id=account_id, customer_id=customer_id, invoice_id=invoice_id, due_at=due)
     with ThreadPoolExecutor(max_workers=4) as executor:
         async with Worker(temporal_env.client, task_queue=settings.task_queue, workflows=[DunningWorkflow], activities=activities_of(activities),

@@ -3,39 +3,18 @@ activity, and the webhooks Stripe sends, delivered in the order (and as often as
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-
-import httpx
-import pytest
 
 from activities.ledger import allocate_payments
-from adapters.payments import StripeGateway
-from adapters.temporal.client import WorkflowGateway
-from api.app import create_app
 from persistence.db import session_scope
-from tests.api.conftest import FINANCE, TASK_QUEUE, client_for, make_account, signals_received
-from tests.api.test_stripe_webhooks import charge, deliver, event_of, insert_invoice, payment_row, stripe_settings
+from tests.api.conftest import FINANCE, TASK_QUEUE, make_account, signals_received
+from tests.api.test_stripe_webhooks import (  # noqa: F401 - fixtures `stripe_app`, `http`, `gateway` (module-scoped per test module)
+    charge, deliver, event_of, gateway, http, insert_invoice, payment_row, stripe_app,
+)
 from tests.fakes.stripe_server import FakeStripeServer
 from tests.support.refunds import bill, bill_states, fees_of, refund_events, refund_row, results_for
 
 REFUND_PATH = "/tmf-api/paymentManagement/v4/refund"
 GOOD_IBAN = "sepa:DE89370400440532013000"
-
-
-@pytest.fixture(scope="module")
-def stripe_app(db_url, temporal_env, stripe_server):
-    return create_app(stripe_settings(db_url, stripe_server), workflows=WorkflowGateway(temporal_env.client, TASK_QUEUE))
-
-
-@pytest.fixture(scope="module")
-async def http(stripe_app) -> AsyncIterator[httpx.AsyncClient]:
-    async with client_for(stripe_app) as client:
-        yield client
-
-
-@pytest.fixture
-def gateway(fake_stripe) -> StripeGateway:
-    return StripeGateway(fake_stripe.api_key, api_base=fake_stripe.url, max_network_retries=0)
 
 
 async def paid_bill(http, db_url, gateway, fake_stripe, payment_method: str = "4242424242424242") -> tuple[dict, str, str, str]:

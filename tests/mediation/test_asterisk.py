@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from mediation import asterisk
 from mediation.records import RejectedLine, UsageEvent
+from tests.support.mediation import fixture_lines, outcome, parse_file, parse_in_chunks
 
 FIXTURE = Path(__file__).parent / "data" / "asterisk_master.csv"
 UTC = timezone.utc
@@ -36,15 +37,11 @@ EXPECTED = {
 
 
 def lines() -> list[bytes]:
-    return FIXTURE.read_bytes().splitlines(keepends=True)
+    return fixture_lines(FIXTURE)
 
 
 def parse_fixture(**options) -> list[UsageEvent | RejectedLine]:
-    return list(asterisk.parse(lines(), source_file="Master.csv", **options))
-
-
-def outcome(item: UsageEvent | RejectedLine) -> str:
-    return item.record_id if isinstance(item, UsageEvent) else item.reason_code
+    return parse_file(asterisk.parse, FIXTURE, "Master.csv", **options)
 
 
 def test_every_line_is_an_event_or_a_rejection_and_the_blank_line_is_skipped():
@@ -154,11 +151,7 @@ def test_bad_settings_fail_before_any_line_is_read():
 def test_parsing_in_chunks_split_at_any_line_boundary_gives_the_same_result(cuts):
     whole = parse_fixture()
     source = lines()
-    bounds = sorted({0, len(source), *cuts})
-    pieces = []
-    for start, end in zip(bounds, bounds[1:]):
-        pieces += asterisk.parse(source[start:end], source_file="Master.csv", first_line_no=start + 1)
-    assert pieces == whole
+    assert parse_in_chunks(asterisk.parse, source, cuts, "Master.csv") == whole
 
 
 @settings(max_examples=300, deadline=None)

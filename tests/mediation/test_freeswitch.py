@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from mediation import freeswitch
 from mediation.records import RejectedLine, UsageEvent
+from tests.support.mediation import fixture_lines, outcome, parse_file, parse_in_chunks
 
 FIXTURE = Path(__file__).parent / "data" / "freeswitch_master.csv"
 UTC = timezone.utc
@@ -34,15 +35,11 @@ EXPECTED = {
 
 
 def lines() -> list[bytes]:
-    return FIXTURE.read_bytes().splitlines(keepends=True)
+    return fixture_lines(FIXTURE)
 
 
 def parse_fixture(**options) -> list[UsageEvent | RejectedLine]:
-    return list(freeswitch.parse(lines(), source_file="Master.csv", **options))
-
-
-def outcome(item: UsageEvent | RejectedLine) -> str:
-    return item.record_id if isinstance(item, UsageEvent) else item.reason_code
+    return parse_file(freeswitch.parse, FIXTURE, "Master.csv", **options)
 
 
 def test_every_line_is_an_event_or_a_rejection_and_the_blank_line_is_skipped():
@@ -119,11 +116,7 @@ def test_local_time_of_the_freeswitch_host():
 def test_parsing_in_chunks_split_at_any_line_boundary_gives_the_same_result(cuts):
     whole = parse_fixture()
     source = lines()
-    bounds = sorted({0, len(source), *cuts})
-    pieces = []
-    for start, end in zip(bounds, bounds[1:]):
-        pieces += freeswitch.parse(source[start:end], source_file="Master.csv", first_line_no=start + 1)
-    assert pieces == whole
+    assert parse_in_chunks(freeswitch.parse, source, cuts, "Master.csv") == whole
 
 
 @settings(max_examples=300, deadline=None)

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from mediation import pgw
 from mediation.records import RejectedLine, UsageEvent
+from tests.support.mediation import fixture_lines, outcome, parse_file
 from mediation.timestamps import SwitchClock
 
 FIXTURE = Path(__file__).parent / "data" / "pgw_data.csv"
@@ -36,15 +37,11 @@ HEADER = "servedIMSI,servedMSISDN,chargingID,nodeID,recordSequenceNumber,recordO
 
 
 def lines() -> list[bytes]:
-    return FIXTURE.read_bytes().splitlines(keepends=True)
+    return fixture_lines(FIXTURE)
 
 
 def parse_fixture(**options) -> list[UsageEvent | RejectedLine]:
-    return list(pgw.parse(lines(), source_file="pgw.csv", **options))
-
-
-def outcome(item: UsageEvent | RejectedLine) -> str:
-    return item.record_id if isinstance(item, UsageEvent) else item.reason_code
+    return parse_file(pgw.parse, FIXTURE, "pgw.csv", **options)
 
 
 def test_every_data_line_is_an_event_or_a_rejection():

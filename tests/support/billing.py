@@ -19,6 +19,7 @@ from workflows.messages import PaymentReceived, ProductActivated, billing_accoun
 
 OFFERINGS = {"mobile-s": ("Mobile S", "1"), "mobile-l": ("Mobile L", "1")}
 BERLIN = ZoneInfo("Europe/Berlin")
+DECLINING_CARD = "4000000000000002"  # the sandbox's generic_decline: a soft decline, so dunning retries it
 STEP = timedelta(days=35)  # at most one month of skipped time per sleep, so each cycle continues-as-new on its own
 
 
@@ -152,6 +153,12 @@ async def advance_to(ts_env, instant: datetime) -> None:
     """Skips time up to `instant` in steps of at most STEP while the worker runs."""
     while (remaining := instant - await ts_env.get_current_time()) > timedelta(0):
         await ts_env.sleep(min(remaining, STEP))
+
+
+async def first_invoice(ts_env, db_url: str, account: Account, year: int) -> Invoice:
+    """Skips to just after the first cycle of an account with cycle day 15 closes (15 December of `year`) and returns its invoice."""
+    await advance_to(ts_env, local_midnight(date(year, 12, 15)) + timedelta(hours=1))
+    return (await eventually(lambda: invoices(db_url, account.account_id)))[0]
 
 
 async def eventually(check, timeout_s: float = 15.0):

@@ -30,6 +30,16 @@ def create_billing_account(db_url: str, customer_id: str, *, profile: str = "sta
     return account_id
 
 
+def create_account_with_email(db_url: str, *, vat_id: str | None = None) -> tuple[str, str]:
+    """A customer with an e-mail address of its own (and a VAT ID if given) and a standard billing account: (account id, e-mail)."""
+    email = f"kunde-{uuid.uuid4().hex[:10]}@example.org"
+    customer_id = create_customer(db_url, email=email)
+    if vat_id:
+        with session_scope(db_url) as session:
+            session.get(Customer, customer_id).vat_id = vat_id
+    return create_billing_account(db_url, customer_id), email
+
+
 def create_order(db_url: str, customer_id: str, account_id: str, offerings: list[str]) -> str:
     order_id = str(uuid.uuid4())
     with session_scope(db_url) as session:
@@ -38,4 +48,18 @@ def create_order(db_url: str, customer_id: str, account_id: str, offerings: list
         session.flush()
         for index, offering in enumerate(offerings, start=1):
             session.add(ProductOrderItem(order_id=order_id, item_id=str(index), action="add", offering_id=offering))
+    return order_id
+
+
+def create_modify_order(db_url: str, customer_id: str, account_id: str, product_id: str, offering: str, promotion: str | None = None) -> str:
+    """An acknowledged order with one `modify` item moving `product_id` to `offering` (with `promotion`'s price alteration if given)."""
+    order_id = str(uuid.uuid4())
+    item = {"id": "1", "action": "modify", "product": {"id": product_id}, "productOffering": {"id": offering}}
+    if promotion is not None:
+        item["itemPrice"] = [{"priceAlteration": [{"productOfferingPrice": {"id": promotion}}]}]
+    with session_scope(db_url) as session:
+        session.add(ProductOrder(id=order_id, customer_id=customer_id, billing_account_id=account_id, state="acknowledged", request={"productOrderItem": [item]},
+                                 order_date=now()))
+        session.flush()
+        session.add(ProductOrderItem(order_id=order_id, item_id="1", action="modify", offering_id=offering, product_id=product_id))
     return order_id

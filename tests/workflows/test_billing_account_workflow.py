@@ -21,6 +21,7 @@ from persistence.db import session_scope
 from persistence.tables import Notification, Payment, PaymentAllocation
 from tests.support.billing import (
     BERLIN,
+    DECLINING_CARD,
     advance_to,
     barring,
     eventually,
@@ -29,6 +30,7 @@ from tests.support.billing import (
     Account,
     billed_charges,
     events,
+    first_invoice,
     invoices,
     mails_to,
     open_account,
@@ -48,7 +50,6 @@ from workflows.messages import (
     DunningView,
 )
 
-DECLINING_CARD = "4000000000000002"  # generic_decline: a soft decline, retried by dunning
 VAT = Decimal("1.19")
 
 
@@ -89,13 +90,6 @@ def reminder_mails(mail_sink, account: Account) -> list[str]:
             step = re.search(r"\((\w+)\)", message.get_body(("plain",)).get_content()).group(1)
             found.append(step)
     return found
-
-
-async def first_invoice_after(ts_env, db_url, account: Account, close: datetime):
-    """Skips to just after the first cycle closes and returns the issued invoice."""
-    await advance_to(ts_env, close + timedelta(hours=1))
-    issued = await eventually(lambda: invoices(db_url, account.account_id))
-    return issued[0]
 
 
 # --- 1. cycles across both DST changes ----------------------------------------------------------
@@ -252,7 +246,7 @@ async def test_overpayment_becomes_credit_that_the_next_invoice_uses(running_wor
     async with running_worker(settings) as client:
         await start_billing(client, settings.task_queue, account)
         handle = client.get_workflow_handle(account.workflow_id)
-        invoice = await first_invoice_after(ts_env, db_url, account, local_midnight(date(start.year, 12, 15)))
+        invoice = await first_invoice(ts_env, db_url, account, start.year)
         await eventually(lambda: _level(handle, "none"))
 
         payment_id = await pay_by_bank_transfer(client, settings.task_queue, db_url, account, invoice.gross_cents + 5_00, at=await ts_env.get_current_time())
@@ -293,7 +287,7 @@ async def test_credit_reduces_the_next_card_charge(running_worker, make_settings
         await eventually(lambda: _level(handle, "none"))
         await pay_by_bank_transfer(client, settings.task_queue, db_url, account, 5_00, at=await ts_env.get_current_time())
         await eventually(lambda: _open_cents(handle, -5_00))
-        invoice = await first_invoice_after(ts_env, db_url, account, local_midnight(date(start.year, 12, 15)))
+        invoice = await first_invoice(ts_env, db_url, account, start.year)
         await eventually(lambda: invoices(db_url, account.account_id)[0].state == "settled")
         final = await balance(handle)
     card = [p for p in payments(db_url, account.account_id) if p.method == "card"]
@@ -309,7 +303,7 @@ async def test_a_line_the_oss_refuses_to_bar_does_not_stop_billing(running_worke
     async with running_worker(settings) as client:
         await start_billing(client, settings.task_queue, account)
         handle = client.get_workflow_handle(account.workflow_id)
-        invoice = await first_invoice_after(ts_env, db_url, account, local_midnight(date(start.year, 12, 15)))
+        invoice = await first_invoice(ts_env, db_url, account, start.year)
         # The second line is terminated in the network behind o2c's back; barring it is refused (serviceNotActive).
         terminate = {"externalId": f"test-termination:{account.msisdns[1]}", "serviceOrderItem": [
             {"id": "1", "action": "delete", "service": {"serviceCharacteristic": [{"name": "msisdn", "value": account.msisdns[1]}]}}]}
@@ -333,7 +327,7 @@ async def test_no_reminder_for_an_invoice_paid_without_a_signal(running_worker, 
     async with running_worker(settings) as client:
         await start_billing(client, settings.task_queue, account)
         handle = client.get_workflow_handle(account.workflow_id)
-        invoice = await first_invoice_after(ts_env, db_url, account, local_midnight(date(start.year, 12, 15)))
+        invoice = await first_invoice(ts_env, db_url, account, start.year)
         # The payments API books the transfer but cannot reach Temporal ("it is allocated later", services/payments.py).
         with session_scope(db_url) as session:
             session.add(Payment(id=f"bt-{invoice.id}", correlator_id=f"bt-{invoice.id}", billing_account_id=account.account_id, amount_cents=invoice.gross_cents,

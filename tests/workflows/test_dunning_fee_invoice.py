@@ -3,43 +3,25 @@ database (both backends), the SMTP sink, and the e-invoice XML checked as a rece
 EN 16931 and Factur-X schematron, tests/documents/validators.py)."""
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
 from lxml import etree
 from sqlmodel import select
 
-from activities.dunning import DunningActivities, LateFeeRequest
+from activities.dunning import LateFeeRequest
 from activities.dunning_fee_invoice import FEE_PAYMENT_TERMS, fee_invoice_id
-from adapters.notify.email import SmtpNotifier
-from adapters.oss.http_client import HttpOssClient
-from adapters.payments.sandbox import SandboxGateway
-from config.dunning_loader import load_dunning_config
 from persistence.db import session_scope
-from persistence.tables import BusinessEvent, Customer, Invoice, Notification, Payment, PendingOneTimeCharge
+from persistence.tables import BusinessEvent, Invoice, Notification, Payment, PendingOneTimeCharge
 from services.pending_charges import add_pending_charge, unbilled_pending_charges
 from tests.documents.validators import all_errors
 from tests.support.billing import mails_to
-from tests.support.records import create_billing_account, create_customer
+from tests.support.dunning import dunning_activities
+from tests.support.records import create_account_with_email
 
 NO_ERRORS_EN16931 = {"xsd": [], "cen": [], "facturx": []}
 CII = {"ram": "urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:100",
        "rsm": "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100"}
-
-
-def activities(settings) -> DunningActivities:
-    return DunningActivities(settings, load_dunning_config(), SandboxGateway(), HttpOssClient(settings.oss_base_url),
-                             SmtpNotifier(settings.smtp_host, settings.smtp_port, settings.mail_from))
-
-
-def new_account(db_url: str, *, vat_id: str | None = None) -> tuple[str, str]:
-    email = f"kunde-{uuid.uuid4().hex[:10]}@example.org"
-    customer_id = create_customer(db_url, email=email)
-    if vat_id:
-        with session_scope(db_url) as session:
-            session.get(Customer, customer_id).vat_id = vat_id
-    return create_billing_account(db_url, customer_id), email
 
 
 def fee(account_id: str, episode: str, level: str = "mahnung") -> LateFeeRequest:
@@ -53,8 +35,8 @@ def row(db_url: str, table, *where):
 
 async def test_a_late_fee_is_billed_at_once_on_a_valid_fee_only_invoice_and_mailed_once(make_settings, db_url, mail_sink):
     settings = make_settings()
-    acts = activities(settings)
-    account_id, email = new_account(db_url)
+    acts = dunning_activities(settings)
+    account_id, email = create_account_with_email(db_url)
     episode = f"dunning-{account_id}-inv1"
     before = datetime.now(UTC)
 
@@ -92,8 +74,8 @@ async def test_a_late_fee_is_billed_at_once_on_a_valid_fee_only_invoice_and_mail
 
 async def test_waiving_an_invoiced_fee_issues_one_credit_note_that_settles_the_fee_invoice(make_settings, db_url, mail_sink):
     settings = make_settings()
-    acts = activities(settings)
-    account_id, email = new_account(db_url)
+    acts = dunning_activities(settings)
+    account_id, email = create_account_with_email(db_url)
     episode = f"dunning-{account_id}-inv1"
     key = await acts.add_late_fee(fee(account_id, episode))
 
@@ -118,7 +100,7 @@ async def test_waiving_an_invoiced_fee_issues_one_credit_note_that_settles_the_f
 
 
 def test_cycle_and_on_demand_gathering_leaves_out_late_fees_outside_the_scope_of_vat(db_url):
-    account_id, _email = new_account(db_url)
+    account_id, _email = create_account_with_email(db_url)
     with session_scope(db_url) as session:
         add_pending_charge(session, key=f"o:{account_id}", billing_account_id=account_id, amount=Decimal("2.50"), description="Mahngebühr")
         add_pending_charge(session, key=f"s:{account_id}", billing_account_id=account_id, amount=Decimal("5.00"), description="Bearbeitung",

@@ -6,9 +6,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from decimal import Decimal
 
-from tests.support.billing import BERLIN, advance_to, eventually, invoices, local_midnight, open_account, pin_clock, products, start_billing
-
-DECLINING_CARD = "4000000000000002"
+from tests.support.billing import BERLIN, DECLINING_CARD, advance_to, eventually, first_invoice, invoices, open_account, pin_clock, products, start_billing
 
 
 async def test_termination_for_arrears_ends_the_lines_and_the_account_issues_the_final_bill(running_worker, make_settings, db_url, oss_http, ts_env):
@@ -17,8 +15,7 @@ async def test_termination_for_arrears_ends_the_lines_and_the_account_issues_the
     account = await open_account(db_url, oss_http, ["mobile-l"] * 2, activated_at=start, bill_cycle_day=15, payment_method=DECLINING_CARD)
     async with running_worker(settings) as client:
         await start_billing(client, settings.task_queue, account)
-        await advance_to(ts_env, local_midnight(date(start.year, 12, 15)) + timedelta(hours=1))
-        first = (await eventually(lambda: invoices(db_url, account.account_id)))[0]
+        first = await first_invoice(ts_env, db_url, account, start.year)
         await advance_to(ts_env, first.due_at + timedelta(days=71))
         final = await eventually(lambda: [i for i in invoices(db_url, account.account_id) if i.kind == "on_demand"], timeout_s=30)
 

@@ -6,7 +6,7 @@ it ended (`dunning_ended`). Real durations of the default consumer-de policy und
 activities, the OSS simulator over HTTP, the SMTP sink and the sandbox gateway (as in the other workflow tests)."""
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 from sqlmodel import select
@@ -16,10 +16,8 @@ from adapters.temporal.client import WorkflowGateway
 from domain.dunning_timeline import dunning_workflow_id
 from persistence.db import session_scope
 from persistence.tables import DunningEpisode, HubEvent
-from tests.support.billing import advance_to, barring, eventually, events, invoices, local_midnight, open_account, pay_by_bank_transfer, payments, pin_clock, products, start_billing
+from tests.support.billing import DECLINING_CARD, advance_to, barring, eventually, events, first_invoice, invoices, open_account, pay_by_bank_transfer, payments, pin_clock, products, start_billing
 from workflows.messages import QUERY_CURRENT_CYCLE, QUERY_DUNNING_STATE, CycleView, DunningView, SpendingThresholdCrossed
-
-DECLINING_CARD = "4000000000000002"  # generic_decline: soft, so the episode's scheduled retries are all tried
 
 
 def episodes(db_url: str, account_id: str) -> list[DunningEpisode]:
@@ -31,11 +29,6 @@ def hub_events(db_url: str, event_type: str) -> list[HubEvent]:
     with session_scope(db_url) as session:
         # In emission order: each resource's events are numbered (without ORDER BY, PostgreSQL may return any order).
         return list(session.exec(select(HubEvent).where(HubEvent.event_type == event_type).order_by(HubEvent.resource_key, HubEvent.sequence)))
-
-
-async def first_invoice(ts_env, db_url, account, year: int):
-    await advance_to(ts_env, local_midnight(date(year, 12, 15)) + timedelta(hours=1))
-    return (await eventually(lambda: invoices(db_url, account.account_id)))[0]
 
 
 def owed_cents(db_url: str, account_id: str) -> int:

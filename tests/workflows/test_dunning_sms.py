@@ -13,18 +13,15 @@ import httpx
 import pytest
 from temporalio.worker import Worker
 
-from activities.dunning import DunningActivities
-from adapters.notify.email import NotificationRejected, NotificationUnavailable, SmtpNotifier
+from adapters.notify.email import NotificationRejected, NotificationUnavailable
 from adapters.notify.sms import HttpSmsSender
-from adapters.oss.http_client import HttpOssClient
-from adapters.payments.sandbox import SandboxGateway
-from config.dunning_loader import load_dunning_config
 from domain.dunning_policy import DunningPolicy
 from domain.dunning_timeline import DunningInput
 from domain.sms_text import gsm_length, gsm_text, sms_parts
 from o2c_cli.stack import wait_for_port
 from persistence.tables import Notification
 from tests.support.billing import advance_to, eventually, events, open_account, pin_clock
+from tests.support.dunning import dunning_activities
 from tests.support.listener_app import free_port
 from tests.workflows.test_dunning_workflow import DECLINING_CARD, add_invoice, days_after, replays, rows
 from worker import activities_of
@@ -102,8 +99,7 @@ async def test_an_sms_notice_goes_to_every_line_of_the_account_once(make_setting
     settings = make_settings(sms_url=sms_sink)
     account = await open_account(db_url, oss_http, ["mobile-s", "mobile-l"], activated_at=due - 60 * DAY, payment_method=DECLINING_CARD)
     invoice_id = add_invoice(db_url, account, gross_cents=4000, due_at=due)
-    activities = DunningActivities(settings, load_dunning_config(), SandboxGateway(), HttpOssClient(settings.oss_base_url),
-                                   SmtpNotifier(settings.smtp_host, settings.smtp_port, settings.mail_from), sms=HttpSmsSender(settings.sms_url))
+    activities = dunning_activities(settings, sms=HttpSmsSender(settings.sms_url))
     inp = DunningInput(billing_account_id=account.account_id, customer_id=account.customer_id, invoice_id=invoice_id, due_at=due,
                        segment="sms-test", policy=DunningPolicy.model_validate(SMS_POLICY))
     with ThreadPoolExecutor(max_workers=8) as executor:

@@ -45,12 +45,11 @@ from domain.dunning_timeline import (
 )
 from persistence.db import session_scope
 from persistence.tables import BillingAccount, BillOnDemand, DunningAction, DunningEpisode, Invoice, Notification, Payment, PendingOneTimeCharge
-from tests.support.billing import BERLIN, Account, advance_to, barring, eventually, events, mails_to, open_account, pin_clock, products
+from tests.support.billing import BERLIN, DECLINING_CARD, Account, advance_to, barring, eventually, events, mails_to, open_account, pin_clock, products
 from worker import activities_of
 from workflows.dunning import DunningWorkflow
 
 DAY = timedelta(days=1)
-DECLINING_CARD = "4000000000000002"  # generic_decline: soft, so every scheduled retry is tried
 WORKING_CARD = "4242424242424242"
 LADDER_SUBJECTS = {
     "zahlungserinnerung": "Zahlungserinnerung",

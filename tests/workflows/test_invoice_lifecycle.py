@@ -19,9 +19,11 @@ from services.bill_on_demand import OnDemandOrder, record_request
 from services.bills import approve_bill
 from services.credit_notes import CreditNoteOrder, create_credit_note
 from tests.support.billing import (
+    DECLINING_CARD,
     advance_to,
     eventually,
     events,
+    first_invoice,
     invoices,
     local_midnight,
     mails_to,
@@ -44,7 +46,6 @@ from workflows.messages import (
 )
 
 CARD = "4242424242424242"
-DECLINING_CARD = "4000000000000002"
 
 
 class _Quiet:
@@ -84,8 +85,7 @@ async def test_held_invoice_waits_without_a_number_until_approved_then_is_sent_a
     async with running_worker(settings) as client:
         await start_billing(client, settings.task_queue, account)
         handle = client.get_workflow_handle(account.workflow_id)
-        await advance_to(ts_env, local_midnight(date(start.year, 12, 15)) + timedelta(hours=1))
-        draft = (await eventually(lambda: invoices(db_url, account.account_id)))[0]
+        draft = await first_invoice(ts_env, db_url, account, start.year)
         # Held: no number, no document, not sent, not collected, not open (nothing is due on a draft).
         assert (draft.state, draft.number, draft.pdf, draft.content_hash) == ("onHold", None, None, None)
         assert invoice_mails(mail_sink, account) == [] and payments(db_url, account.account_id) == []
@@ -173,8 +173,7 @@ async def test_credit_note_on_an_unpaid_invoice_settles_it_and_ends_dunning(runn
     async with running_worker(settings) as client:
         await start_billing(client, settings.task_queue, account)
         handle = client.get_workflow_handle(account.workflow_id)
-        await advance_to(ts_env, local_midnight(date(start.year, 12, 15)) + timedelta(hours=1))
-        invoice = (await eventually(lambda: invoices(db_url, account.account_id)))[0]
+        invoice = await first_invoice(ts_env, db_url, account, start.year)
         await eventually(lambda: _dunning(handle, invoice.id))
         issued_at = await ts_env.get_current_time()
         with session_scope(db_url) as session:

@@ -2,28 +2,14 @@
 no number and no OSS service order; an upgrade changes the product's plan at once, with its promotion."""
 from __future__ import annotations
 
-import uuid
-
 from sqlmodel import select
 
 from adapters.temporal.client import WorkflowGateway
 from domain.orders import OrderState
 from persistence.db import session_scope
-from persistence.tables import MsisdnPoolEntry, OrderStep, Product, ProductDiscount, ProductOrder, ProductOrderItem, ProductPlanSpan
-from tests.support.records import create_billing_account, create_customer, create_order, now
+from persistence.tables import MsisdnPoolEntry, OrderStep, Product, ProductDiscount, ProductOrderItem, ProductPlanSpan
+from tests.support.records import create_billing_account, create_customer, create_modify_order, create_order
 from workflows.messages import OrderInput, OrderItemInput
-
-
-def _modify_order(db_url: str, customer_id: str, account_id: str, product_id: str, offering: str, promotion: str) -> str:
-    order_id = str(uuid.uuid4())
-    request = {"productOrderItem": [{"id": "1", "action": "modify", "product": {"id": product_id}, "productOffering": {"id": offering},
-                                     "itemPrice": [{"priceAlteration": [{"productOfferingPrice": {"id": promotion}}]}]}]}
-    with session_scope(db_url) as session:
-        session.add(ProductOrder(id=order_id, customer_id=customer_id, billing_account_id=account_id, state="acknowledged", request=request,
-                                 order_date=now()))
-        session.flush()
-        session.add(ProductOrderItem(order_id=order_id, item_id="1", action="modify", offering_id=offering, product_id=product_id))
-    return order_id
 
 
 async def test_an_upgrade_order_changes_the_plan_without_a_new_number_or_service_order(running_worker, make_settings, db_url, oss_http):
@@ -41,7 +27,7 @@ async def test_an_upgrade_order_changes_the_plan_without_a_new_number_or_service
             numbers_before = len(session.exec(select(MsisdnPoolEntry)).all())
         services_before = (await oss_http.get(f"/sim/services/{product.msisdn}")).json()
 
-        modify_id = _modify_order(db_url, customer_id, account_id, product.id, "mobile-l", "half-price-3")
+        modify_id = create_modify_order(db_url, customer_id, account_id, product.id, "mobile-l", "half-price-3")
         handle = await gateway.start_order(OrderInput(order_id=modify_id, customer_id=customer_id, billing_account_id=account_id,
                                                       items=[OrderItemInput(item_id="1", offering_id="mobile-l", action="modify")]))
         status = await handle.result()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -21,20 +20,9 @@ from domain.orders import OrderState
 from persistence.db import session_scope
 from persistence.tables import OrderStep, Product, ProductOrder, ProductOrderItem, ProductPlanSpan
 from tests.support.billing import eventually, open_account
-from tests.support.records import now
+from tests.support.records import create_modify_order, now
 from worker import WORKFLOWS, build_activities
 from workflows.messages import OrderInput, OrderItemInput
-
-
-def _modify_order(db_url: str, customer_id: str, account_id: str, product_id: str, offering: str) -> str:
-    order_id = str(uuid.uuid4())
-    request = {"productOrderItem": [{"id": "1", "action": "modify", "product": {"id": product_id}, "productOffering": {"id": offering}}]}
-    with session_scope(db_url) as session:
-        session.add(ProductOrder(id=order_id, customer_id=customer_id, billing_account_id=account_id, state="acknowledged", request=request,
-                                 order_date=now()))
-        session.flush()
-        session.add(ProductOrderItem(order_id=order_id, item_id="1", action="modify", offering_id=offering, product_id=product_id))
-    return order_id
 
 
 def _finished(db_url: str, order_ids: list[str]) -> bool:
@@ -66,7 +54,7 @@ async def test_of_two_racing_plan_changes_one_completes_and_the_other_fails_with
     settings = make_settings()
     account = await open_account(db_url, oss_http, [plan], activated_at=now() - timedelta(days=40))
     product_id = account.products[0].product_id
-    order_ids = [_modify_order(db_url, account.customer_id, account.account_id, product_id, offering) for offering in to]
+    order_ids = [create_modify_order(db_url, account.customer_id, account.account_id, product_id, offering) for offering in to]
     with ThreadPoolExecutor(max_workers=32) as executor:
         async with Worker(ts_env.client, task_queue=settings.task_queue, workflows=WORKFLOWS, activities=_racing_activities(settings, len(order_ids)),
                           activity_executor=executor, max_concurrent_activities=32):
@@ -108,7 +96,7 @@ async def test_a_change_recorded_after_the_validation_refuses_the_other_item_wit
     settings = make_settings()
     account = await open_account(db_url, oss_http, ["mobile-l"], activated_at=now() - timedelta(days=40))
     product_id = account.products[0].product_id
-    order_ids = [_modify_order(db_url, account.customer_id, account.account_id, product_id, "mobile-s") for _ in range(2)]
+    order_ids = [create_modify_order(db_url, account.customer_id, account.account_id, product_id, "mobile-s") for _ in range(2)]
     change_plan = next(a for a in build_activities(settings) if getattr(a, "__name__", "") == "change_plan")
     barrier = threading.Barrier(2, timeout=30)
 

@@ -16,22 +16,20 @@ from lxml import etree
 from sqlmodel import select
 
 from activities.billing import BillingActivities
-from activities.dunning import DunningActivities, LateFeeRequest
+from activities.dunning import LateFeeRequest
 from activities.dunning_fee_invoice import FEE_KIND, fee_invoice_id, pending_fee_invoice_id
 from adapters.notify.email import SmtpNotifier
-from adapters.oss.http_client import HttpOssClient
-from adapters.payments.sandbox import SandboxGateway
 from config.catalog_loader import load_catalog
-from config.dunning_loader import load_dunning_config
 from domain.billing_cycle import CycleSpec, period_containing
 from domain.payments import DisputeOutcome
 from persistence.db import session_scope
-from persistence.tables import BillingAccount, BusinessEvent, Customer, Invoice, Payment, PendingOneTimeCharge, Product
+from persistence.tables import BillingAccount, BusinessEvent, Invoice, Payment, PendingOneTimeCharge, Product
 from services.disputes import apply_dispute, fee_key
 from services.pending_charges import OUT_OF_SCOPE_REASONS, unbilled_pending_charges
 from tests.documents.validators import all_errors
 from tests.support.billing import mails_to
-from tests.support.records import create_billing_account, create_customer
+from tests.support.dunning import dunning_activities
+from tests.support.records import create_account_with_email, create_billing_account, create_customer
 
 NO_ERRORS = {"xsd": [], "cen": [], "facturx": []}
 CII = {"ram": "urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:100",
@@ -57,20 +55,6 @@ def assert_out_of_scope_document(xml: bytes, tax_number: str, reason: str) -> No
     assert xpath(xml, f"{settlement}/ram:ExemptionReasonCode/text()") == ["VATEX-EU-O"]
 
 
-def new_account(db_url: str, *, vat_id: str | None = None) -> tuple[str, str]:
-    email = f"kunde-{uuid.uuid4().hex[:10]}@example.org"
-    customer_id = create_customer(db_url, email=email)
-    if vat_id:
-        with session_scope(db_url) as session:
-            session.get(Customer, customer_id).vat_id = vat_id
-    return create_billing_account(db_url, customer_id), email
-
-
-def dunning_activities(settings) -> DunningActivities:
-    return DunningActivities(settings, load_dunning_config(), SandboxGateway(), HttpOssClient(settings.oss_base_url),
-                             SmtpNotifier(settings.smtp_host, settings.smtp_port, settings.mail_from))
-
-
 def billing_activities(settings) -> BillingActivities:
     return BillingActivities(settings, load_catalog(settings.catalog_path), {}, gateway=None, oss=None,
                              notifier=SmtpNotifier(settings.smtp_host, settings.smtp_port, settings.mail_from))
@@ -85,7 +69,7 @@ def load(db_url: str, table, *where):
 async def test_a_late_fee_invoice_carries_no_vat_id_and_the_fees_own_exemption_reason(make_settings, db_url, mail_sink, vat_id):
     settings = make_settings()
     acts = dunning_activities(settings)
-    account_id, email = new_account(db_url, vat_id=vat_id)
+    account_id, email = create_account_with_email(db_url, vat_id=vat_id)
     episode = f"dunning-{account_id}-inv1"
     key = await acts.add_late_fee(LateFeeRequest(episode_id=episode, billing_account_id=account_id, level="mahnung", amount=Decimal("2.50"),
                                                  description="Mahngebühr 1. Mahnung"))

@@ -6,7 +6,7 @@ The worker's gateway is a SandboxGateway this test holds (worker.build_gateway i
 charge" is asserted on the gateway's own record of charges (`charges_created`)."""
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlmodel import select
@@ -18,7 +18,7 @@ from domain.payments import ChargeRequest, PaymentOutcome
 from persistence.db import session_scope
 from persistence.tables import DunningEpisode, HubEvent, Payment
 from services.payments import advance_payment
-from tests.support.billing import advance_to, eventually, events, invoices, local_midnight, mails_to, open_account, payments, pin_clock, start_billing
+from tests.support.billing import advance_to, eventually, events, first_invoice, invoices, mails_to, open_account, payments, pin_clock, start_billing
 from workflows.messages import PaymentReceived
 
 SEPA_SETTLES = "sepa:DE89370400440532013000"
@@ -70,11 +70,6 @@ def _payment_events(db_url: str, payment_id: str) -> list[tuple[str, str]]:
         return [(r.event_type, r.state) for r in rows]
 
 
-async def _first_invoice(ts_env, db_url, account, year: int):
-    await advance_to(ts_env, local_midnight(date(year, 12, 15)) + timedelta(hours=1))
-    return (await eventually(lambda: invoices(db_url, account.account_id)))[0]
-
-
 async def test_a_sepa_debit_in_processing_is_kept_and_settled_later_by_the_signal(running_worker, make_settings, db_url, oss_http, ts_env, use_gateway):
     gateway = use_gateway(SandboxGateway(sepa_settle_delay_s=10**9))  # never settles by itself: only the "webhook" settles it
     start = await pin_clock(ts_env, 12, 1)
@@ -82,7 +77,7 @@ async def test_a_sepa_debit_in_processing_is_kept_and_settled_later_by_the_signa
     account = await open_account(db_url, oss_http, ["mobile-l"], activated_at=start, bill_cycle_day=15, payment_method=SEPA_SETTLES)
     async with running_worker(settings) as client:
         await start_billing(client, settings.task_queue, account)
-        invoice = await _first_invoice(ts_env, db_url, account, start.year)
+        invoice = await first_invoice(ts_env, db_url, account, start.year)
         debit = (await eventually(lambda: [p for p in payments(db_url, account.account_id) if p.status == "processing"]))[0]
 
         # Five days of polling: still processing, the invoice is neither charged again nor settled.
@@ -112,7 +107,7 @@ async def test_a_sepa_debit_in_processing_is_found_settled_by_the_daily_poll(run
     account = await open_account(db_url, oss_http, ["mobile-s"], activated_at=start, bill_cycle_day=15, payment_method=SEPA_SETTLES)
     async with running_worker(settings) as client:
         await start_billing(client, settings.task_queue, account)
-        invoice = await _first_invoice(ts_env, db_url, account, start.year)
+        invoice = await first_invoice(ts_env, db_url, account, start.year)
         debit = (await eventually(lambda: [p for p in payments(db_url, account.account_id) if p.invoice_id == invoice.id]))[0]
         assert debit.status == "processing"
         # Before the first daily look the invoice stays open.
@@ -135,7 +130,7 @@ async def test_an_unknown_outcome_is_reconciled_without_a_second_charge(running_
     account = await open_account(db_url, oss_http, ["mobile-s"], activated_at=start, bill_cycle_day=15, payment_method=WORKING_CARD)
     async with running_worker(settings) as client:
         await start_billing(client, settings.task_queue, account)
-        invoice = await _first_invoice(ts_env, db_url, account, start.year)
+        invoice = await first_invoice(ts_env, db_url, account, start.year)
         await eventually(lambda: invoices(db_url, account.account_id)[0].state == "settled", timeout_s=30)
     key = f"o2c-charge-{invoice.id}-1"
     assert gateway.charges_created == 1
@@ -154,7 +149,7 @@ async def test_requires_action_asks_the_customer_once_and_dunning_does_not_retry
     account = await open_account(db_url, oss_http, ["mobile-s"], activated_at=start, bill_cycle_day=15, payment_method=THREE_DS_CARD)
     async with running_worker(settings) as client:
         await start_billing(client, settings.task_queue, account)
-        invoice = await _first_invoice(ts_env, db_url, account, start.year)
+        invoice = await first_invoice(ts_env, db_url, account, start.year)
         await eventually(lambda: [p for p in payments(db_url, account.account_id) if p.status == "requires_action"])
         # Past the episode's three scheduled retries (P3D, P7D, P14D after the due date).
         await advance_to(ts_env, invoice.due_at + timedelta(days=15))
