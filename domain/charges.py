@@ -279,6 +279,8 @@ class CycleInputs(_Frozen):
 
 
 def _require_unique(values: list[str], what: str) -> None:
+    if len(set(values)) == len(values):
+        return
     duplicates = sorted({value for value in values if values.count(value) > 1})
     if duplicates:
         raise ValueError(f"duplicate {what}: {duplicates}")
@@ -711,8 +713,9 @@ def _one_time_charges(inputs: CycleInputs) -> tuple[list[CycleCharge], list[str]
 def _usage_charges(inputs: CycleInputs, records: list[UsageItem]) -> list[CycleCharge]:
     products = {p.product_id: (number, p) for number, p in enumerate(inputs.products)}
     groups: dict[tuple[datetime, int, str, str], tuple[BillingPeriod, list[UsageItem]]] = {}
+    closed = inputs.period  # a period of spec (CycleInputs checks): most records fall in it, no need to look theirs up
     for record in records:
-        usage_period = period_containing(inputs.spec, record.event_time)
+        usage_period = closed if closed.start <= record.event_time < closed.end else period_containing(inputs.spec, record.event_time)
         number = products[record.product_id][0] if record.product_id in products else len(products)
         key = (usage_period.start, number, record.product_id, record.usage_type)
         groups.setdefault(key, (usage_period, []))[1].append(record)
