@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from sqlalchemy import not_
 from sqlmodel import Session, col, select
 
 from domain.billing_cycle import BillingPeriod, CycleSpec, next_period, period_containing, require_utc, zone
@@ -58,7 +57,6 @@ from domain.vat import rate_class_for
 from persistence.tables import (
     BilledCharge,
     BilledFeeRow,
-    PendingOneTimeCharge,
     Product,
     ProductDiscount,
     ProductPlanSpan,
@@ -66,12 +64,11 @@ from persistence.tables import (
     UsageRecord,
 )
 from services.pending_charges import (
-    OWN_INVOICE_CATEGORIES,
-    PENDING,
     as_charge_line,
     billed_key,
     exemption_reason,
     unbilled_pending_charges,
+    unbilled_pending_charges_of,
 )
 from services.plan_changes import apply_due_plan_changes
 
@@ -464,20 +461,9 @@ def cycle_charges_many(session: Session, requests: list[CycleRequest], catalog: 
 
 
 def _pending_one_time_many(session: Session, billing_account_ids: list[str]) -> dict[str, list[PendingCharge]]:
-    """`_pending_one_time` of many accounts in two queries: services.pending_charges.unbilled_pending_charges
-    (lock=True) with the accounts in one IN list; each account's rows keep their order (created, id)."""
-    statement = (select(PendingOneTimeCharge)
-                 .where(col(PendingOneTimeCharge.billing_account_id).in_(billing_account_ids), PendingOneTimeCharge.status == PENDING,
-                        not_(col(PendingOneTimeCharge.vat_category).in_(OWN_INVOICE_CATEGORIES)))
-                 .order_by(col(PendingOneTimeCharge.created_at), col(PendingOneTimeCharge.id))
-                 .with_for_update())
-    rows = list(session.exec(statement)) if billing_account_ids else []
-    billed = _existing_keys(session, [billed_key(row) for row in rows])
-    result: dict[str, list[PendingCharge]] = {account_id: [] for account_id in billing_account_ids}
-    for row in rows:
-        if billed_key(row) not in billed:
-            result[row.billing_account_id].append(pending_charge(row))
-    return result
+    """`_pending_one_time` of many accounts in two queries (locked, each account's rows oldest first)."""
+    rows = unbilled_pending_charges_of(session, billing_account_ids, lock=True)
+    return {account_id: [pending_charge(row) for row in found] for account_id, found in rows.items()}
 
 
 def _computed(session: Session, inputs: CycleInputs, catalog: Catalog, products: list[Product], in_advance: bool,

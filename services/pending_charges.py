@@ -87,15 +87,30 @@ def exemption_reason(row: PendingOneTimeCharge) -> str | None:
 
 
 def _unbilled(session: Session, billing_account_id: str, *, own_invoice: bool, lock: bool) -> list[PendingOneTimeCharge]:
+    return unbilled_pending_charges_of(session, [billing_account_id], own_invoice=own_invoice, lock=lock)[billing_account_id]
+
+
+def unbilled_pending_charges_of(session: Session, billing_account_ids: list[str], *, own_invoice: bool = False,
+                                lock: bool = False) -> dict[str, list[PendingOneTimeCharge]]:
+    """`unbilled_pending_charges` (or, with `own_invoice`, `unbilled_out_of_scope_charges`) of many accounts in
+    two queries (a bill run); each account's rows oldest first."""
+    found: dict[str, list[PendingOneTimeCharge]] = {account_id: [] for account_id in billing_account_ids}
+    if not billing_account_ids:
+        return found
     in_own = col(PendingOneTimeCharge.vat_category).in_(OWN_INVOICE_CATEGORIES)
     statement = (select(PendingOneTimeCharge)
-                 .where(PendingOneTimeCharge.billing_account_id == billing_account_id, PendingOneTimeCharge.status == PENDING,
+                 .where(col(PendingOneTimeCharge.billing_account_id).in_(billing_account_ids), PendingOneTimeCharge.status == PENDING,
                         in_own if own_invoice else not_(in_own))
                  .order_by(col(PendingOneTimeCharge.created_at), col(PendingOneTimeCharge.id)))
     if lock:
         statement = statement.with_for_update()
     rows = list(session.exec(statement))
-    return [row for row in rows if session.get(BilledCharge, billed_key(row)) is None]
+    keys = [billed_key(row) for row in rows]
+    billed = set(session.exec(select(BilledCharge.key).where(col(BilledCharge.key).in_(keys)))) if keys else set()
+    for row in rows:
+        if billed_key(row) not in billed:
+            found[row.billing_account_id].append(row)
+    return found
 
 
 def unbilled_pending_charges(session: Session, billing_account_id: str, *, lock: bool = False) -> list[PendingOneTimeCharge]:
