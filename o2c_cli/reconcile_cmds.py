@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import uuid
+
+from o2c_cli.process_exit import exit_after_temporal
 
 
 async def _run(repair: bool) -> dict:
@@ -25,7 +26,7 @@ async def _run(repair: bool) -> dict:
 def _reconcile(args: argparse.Namespace) -> None:
     report = asyncio.run(_run(not args.report_only))
     print(json.dumps(report, indent=2))
-    sys.exit(1 if report["unrepaired"] else 0)
+    exit_after_temporal(1 if report["unrepaired"] else 0)
 
 
 def register(sub) -> None:

@@ -7,6 +7,8 @@ import json
 import sys
 import uuid
 
+from o2c_cli.process_exit import exit_after_temporal
+
 
 async def _run(pending_for_min: float) -> dict:
     from activities.refund_poll import RefundPollReport
@@ -27,7 +29,7 @@ def _poll(args: argparse.Namespace) -> None:
         sys.exit("--pending-for-min must not be negative")
     report = asyncio.run(_run(args.pending_for_min))
     print(json.dumps(report, indent=2))
-    sys.exit(1 if report["errors"] else 0)
+    exit_after_temporal(1 if report["errors"] else 0)
 
 
 def register(sub) -> None:
