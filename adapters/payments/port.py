@@ -17,6 +17,7 @@ from domain.payments import (
     RefundRequest,
     SavedPaymentMethod,
     classify_decline,
+    iban_is_valid,
     parse_payment_method,
 )
 
@@ -62,6 +63,15 @@ def card_to_attach(payment_method: str) -> str:
     if ref.kind != "card" or ref.payment_method_id is None:
         raise GatewayRequestRejected("not a card payment method; save a SEPA debit with setup_sepa_debit")
     return ref.payment_method_id
+
+
+def iban_to_set_up(iban: str) -> str:
+    """The IBAN that setup_sepa_debit saves (compact, upper case); an invalid one is refused the same way by every gateway."""
+    compact = "".join(iban.split()).upper()
+    if not iban_is_valid(compact):
+        raise GatewayRequestRejected(f"not a valid IBAN: {iban!r}")
+    return compact
+
 
 class PaymentMethodRejected(GatewayError):
     """The gateway refused to save a payment method (a declined card on attach, a failed SEPA

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from adapters.payments.port import GatewayRequestRejected, card_to_attach, IdempotencyConflict, PaymentMethodRejected, PaymentNotFound
+from adapters.payments.port import GatewayRequestRejected, IdempotencyConflict, PaymentMethodRejected, PaymentNotFound, card_to_attach, iban_to_set_up
 from domain.payments import (
     TEST_CARD_ALIASES,
     ChargeRequest,
@@ -43,7 +43,6 @@ from domain.payments import (
     RefundRequest,
     SavedPaymentMethod,
     classify_decline,
-    iban_is_valid,
     parse_payment_method,
 )
 
@@ -247,9 +246,7 @@ class SandboxGateway:
     async def setup_sepa_debit(
         self, customer_id: str, iban: str, *, account_holder: str, email: str | None, acceptance: MandateAcceptance
     ) -> SavedPaymentMethod:
-        compact = "".join(iban.split()).upper()
-        if not iban_is_valid(compact):
-            raise GatewayRequestRejected(f"not a valid IBAN: {iban!r}")
+        compact = iban_to_set_up(iban)
         instrument = TEST_INSTRUMENTS.get(compact)
         if instrument is None or instrument.kind != "sepa_debit":
             raise GatewayRequestRejected("The IBAN you provided is invalid (the sandbox knows Stripe's test IBANs only).")

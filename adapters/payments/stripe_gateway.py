@@ -30,6 +30,7 @@ from adapters.payments.port import (
     PaymentMethodRejected,
     PaymentNotFound,
     card_to_attach,
+    iban_to_set_up,
 )
 from domain.payments import (
     PAYMENT_STATUS_RANK,
@@ -42,7 +43,6 @@ from domain.payments import (
     RefundRequest,
     SavedPaymentMethod,
     classify_decline,
-    iban_is_valid,
     parse_payment_method,
 )
 
@@ -203,9 +203,7 @@ class StripeGateway:
     async def setup_sepa_debit(
         self, customer_id: str, iban: str, *, account_holder: str, email: str | None, acceptance: MandateAcceptance
     ) -> SavedPaymentMethod:
-        compact = "".join(iban.split()).upper()
-        if not iban_is_valid(compact):
-            raise GatewayRequestRejected(f"not a valid IBAN: {iban!r}")
+        compact = iban_to_set_up(iban)
         billing: dict[str, str] = {"name": account_holder}
         if email:
             billing["email"] = email
