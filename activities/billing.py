@@ -17,7 +17,7 @@ from activities.invoice_charges import cycle_charges, on_demand_charges
 from activities.invoice_issuer import CREDIT_NOTE, issue_invoice, move_invoice, on_demand_invoice_id, seal_documents
 from activities.ledger import allocate_payments, balance
 from activities.oss_orders import place_order
-from activities.order_records import record_event, utcnow
+from activities.order_records import record_event, require_billing_account, utcnow
 from adapters.notify.email import EmailMessageSpec, NotificationRejected, NotificationUnavailable, SmtpNotifier
 from adapters.oss.port import OssClient
 from adapters.payments.port import GatewayUnavailable, PaymentGateway, PaymentNotFound
@@ -85,11 +85,7 @@ class BillingActivities(BlockingWork):
         # The blocking parts (database, rendering) of the async activities: not the event loop's small default pool.
         self._blocking = ThreadPoolExecutor(max_workers=BLOCKING_THREADS, thread_name_prefix="billing-blocking")
 
-    def _account(self, session, billing_account_id: str) -> BillingAccount:
-        account = session.get(BillingAccount, billing_account_id)
-        if account is None:
-            raise ApplicationError(f"billingAccount {billing_account_id} does not exist", type="UnknownBillingAccount", non_retryable=True)
-        return account
+    _account = staticmethod(require_billing_account)
 
     @activity.defn(name="load_account_setup")
     def load_account_setup(self, billing_account_id: str) -> AccountSetup:

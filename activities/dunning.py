@@ -29,7 +29,7 @@ from activities.dunning_fee_invoice import LATE_FEE_KIND, credit_fee_invoice, fe
 from activities.billing import BlockingWork
 from activities.invoice_issuer import move_invoice, record_settlement
 from activities.ledger import allocate_payments, credit_cents, open_invoices
-from activities.order_records import record_event, utcnow
+from activities.order_records import record_event, require_billing_account, utcnow
 from activities.oss_orders import place_order
 from adapters.notify.email import EmailMessageSpec, NotificationRejected, NotificationUnavailable, SmtpNotifier
 from adapters.oss.port import OssClient
@@ -290,11 +290,7 @@ class DunningActivities(BlockingWork):
         self.notifier = notifier
         self.sms = sms
 
-    def _account(self, session: Session, billing_account_id: str) -> BillingAccount:
-        account = session.get(BillingAccount, billing_account_id)
-        if account is None:
-            raise ApplicationError(f"billingAccount {billing_account_id} does not exist", type="UnknownBillingAccount", non_retryable=True)
-        return account
+    _account = staticmethod(require_billing_account)
 
     # --- set-up and balance --------------------------------------------------------------------------------
 

@@ -5,8 +5,9 @@ from datetime import datetime, timezone
 
 from sqlmodel import Session, select
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
-from persistence.tables import BusinessEvent, CancelProductOrder, OrderStep, ProductOrder, ProductOrderItem
+from persistence.tables import BillingAccount, BusinessEvent, CancelProductOrder, OrderStep, ProductOrder, ProductOrderItem
 
 
 def utcnow() -> datetime:
@@ -16,6 +17,14 @@ def utcnow() -> datetime:
     if activity.in_activity():
         return activity.info().current_attempt_scheduled_time.astimezone(timezone.utc)
     return datetime.now(timezone.utc)
+
+
+def require_billing_account(session: Session, billing_account_id: str) -> BillingAccount:
+    """The account an activity works on; a missing one is not retried (no retry can make it exist)."""
+    account = session.get(BillingAccount, billing_account_id)
+    if account is None:
+        raise ApplicationError(f"billingAccount {billing_account_id} does not exist", type="UnknownBillingAccount", non_retryable=True)
+    return account
 
 
 def record_step(session: Session, order_id: str, step: str, status: str, detail: str | None = None) -> None:
