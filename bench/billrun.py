@@ -61,8 +61,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scratch_db import create_database, drop_database  # noqa: E402 - bench/scratch_db.py
+
 import psycopg  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
 from sqlmodel import Session, select  # noqa: E402
 from temporalio import client as tclient  # noqa: E402
 from temporalio import worker as tworker  # noqa: E402
@@ -97,22 +98,6 @@ def wait_port(port: int, timeout_s: float, proc: subprocess.Popen) -> None:
 
 
 # --- database --------------------------------------------------------------------------------------------
-
-
-def create_database(admin_url: str) -> tuple[str, str]:
-    name = f"o2c_billrun_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return name, f"{admin_url.rsplit('/', 1)[0]}/{name}"
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def copy_rows(conn: psycopg.Connection, model, rows) -> int:
@@ -550,7 +535,7 @@ def main() -> None:
     from persistence.db import migrate
 
     load_before = load()
-    name, db_url = create_database(args.pg_admin_url)
+    name, db_url = create_database(args.pg_admin_url, "o2c_billrun")
     tmp = Path(tempfile.mkdtemp(prefix="o2c-billrun-"))
     children: list[subprocess.Popen] = []
     try:

@@ -45,13 +45,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+from scratch_db import create_database, drop_database  # noqa: E402 - bench/scratch_db.py
 
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -74,29 +75,6 @@ ROAMING = (("208-01", 30), ("214-07", 20), ("222-10", 20), ("232-01", 10), ("204
 
 
 # --- the database ---------------------------------------------------------------------------------
-
-
-def admin_engine(admin_url: str):
-    from sqlalchemy import create_engine
-    return create_engine(admin_url, isolation_level="AUTOCOMMIT")
-
-
-def create_database(admin_url: str) -> tuple[str, str]:
-    from sqlalchemy import text
-    name = f"o2c_bench_ingest_{uuid.uuid4().hex[:10]}"
-    engine = admin_engine(admin_url)
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return name, f"{admin_url.rsplit('/', 1)[0]}/{name}"
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    from sqlalchemy import text
-    engine = admin_engine(admin_url)
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
 
 
 def libpq_url(db_url: str) -> str:
@@ -464,7 +442,7 @@ def main() -> None:
 
     slices = args.slices or max(1, min(40, round(args.records / 500_000)))
     now = datetime.now(UTC).replace(microsecond=0)
-    name, db_url = create_database(args.pg_admin_url)
+    name, db_url = create_database(args.pg_admin_url, "o2c_bench_ingest")
     folder = Path(args.keep_files) if args.keep_files else Path(tempfile.mkdtemp(prefix="o2c-bench-ingest-"))
     folder.mkdir(parents=True, exist_ok=True)
     try:

@@ -17,39 +17,22 @@ import os
 import random
 import sys
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.app import create_app  # noqa: E402
 from config.settings import Settings  # noqa: E402
+from scratch_db import create_database, drop_database  # noqa: E402 - bench/scratch_db.py
 from persistence.db import engine_for, session_scope  # noqa: E402
 from persistence.tables import BillingAccount, Customer, Product  # noqa: E402
 
 USAGE = "/tmf-api/usageManagement/v4/usage"
 PERIOD_START = datetime(2026, 2, 1, tzinfo=timezone.utc)
 DESTINATIONS = ["+4915112345678", "+4917612345678", "+493012345678", "+33123456789", "+4916098765432"]
-
-
-def create_database(admin_url: str) -> tuple[str, str]:
-    name = f"o2c_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return name, f"{admin_url.rsplit('/', 1)[0]}/{name}"
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def seed_subscribers(db_url: str, count: int) -> list[str]:
