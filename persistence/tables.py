@@ -298,13 +298,18 @@ def _issued_documents_are_kept(_mapper, _connection, target: Invoice) -> None:
         raise ImmutableDocumentError(f"{target.number} is issued and cannot be deleted")
 
 
+def _is_bulk_change_of(state, model: type[SQLModel]) -> bool:
+    """An ORM-executed UPDATE or DELETE statement aimed at `model`'s table (it would bypass per-row guards)."""
+    if not (state.is_update or state.is_delete):
+        return False
+    mapper = state.bind_mapper
+    return (mapper is not None and mapper.class_ is model) or getattr(state.statement, "table", None) is model.__table__
+
+
 @event.listens_for(_OrmSession, "do_orm_execute")
 def _no_bulk_invoice_changes(state) -> None:
     # Bulk UPDATE/DELETE statements bypass the per-row guards above, so invoices are changed row by row only.
-    if not (state.is_update or state.is_delete):
-        return
-    mapper = state.bind_mapper
-    if (mapper is not None and mapper.class_ is Invoice) or getattr(state.statement, "table", None) is Invoice.__table__:
+    if _is_bulk_change_of(state, Invoice):
         raise ImmutableDocumentError("invoices are updated row by row through the ORM, never by a bulk UPDATE or DELETE")
 
 
@@ -700,10 +705,7 @@ def _audit_entries_are_kept(_mapper, _connection, target: AuditLog) -> None:
 
 @event.listens_for(_OrmSession, "do_orm_execute")
 def _no_bulk_audit_changes(state) -> None:
-    if not (state.is_update or state.is_delete):
-        return
-    mapper = state.bind_mapper
-    if (mapper is not None and mapper.class_ is AuditLog) or getattr(state.statement, "table", None) is AuditLog.__table__:
+    if _is_bulk_change_of(state, AuditLog):
         raise AppendOnlyError("the audit log is append-only: no UPDATE or DELETE")
 
 
