@@ -18,6 +18,7 @@ from activities.dunning import DunningActivities
 from activities.orders import OrderActivities
 from activities.refund_poll import RefundPollActivities
 from activities.service_state import ServiceStateActivities
+from activities.traffic_retention import TrafficRetentionActivities
 from adapters.notify.email import SmtpNotifier
 from adapters.notify.sms import HttpSmsSender
 from adapters.oss.http_client import HttpOssClient
@@ -25,7 +26,8 @@ from adapters.payments.factory import build_gateway
 from adapters.http.hub_dispatcher import run_hub_dispatcher
 from adapters.temporal.client import WorkflowGateway, connect
 from adapters.temporal.outbox_relay import OutboxRelay, workflow_handlers
-from adapters.temporal.schedules import ensure_bill_run_schedule, ensure_oss_reconciliation_schedule, ensure_refund_poll_schedule
+from adapters.temporal.schedules import (ensure_bill_run_schedule, ensure_oss_reconciliation_schedule, ensure_refund_poll_schedule,
+                                         ensure_traffic_retention_schedule)
 from config.catalog_loader import load_catalog
 from config.dunning_loader import load_dunning_config
 from config.profiles import load_billing_profiles
@@ -38,13 +40,14 @@ from workflows.dunning import DunningWorkflow
 from workflows.order import OrderWorkflow
 from workflows.refund_poll import RefundPollWorkflow
 from workflows.service_state import OssReconciliationWorkflow, ServiceStateWorkflow
+from workflows.traffic_retention import TrafficRetentionWorkflow
 
 log = logging.getLogger("o2c.worker")
 # Processes that render invoice PDFs (CPU-bound): one per core, at most 4.
 RENDER_PROCESSES = min(4, os.cpu_count() or 1)
 
 WORKFLOWS = [OrderWorkflow, BillingAccountWorkflow, BillRunCheckWorkflow, DunningWorkflow, ServiceStateWorkflow, OssReconciliationWorkflow,
-             RefundPollWorkflow]
+             RefundPollWorkflow, TrafficRetentionWorkflow]
 
 
 def activities_of(*holders: object) -> list:
@@ -86,6 +89,7 @@ def build_activities(settings: Settings, profiles: dict | None = None) -> list:
         DunningActivities(settings, dunning, gateway, oss, notifier, sms=HttpSmsSender(settings.sms_url) if settings.sms_url else None),
         ServiceStateActivities(settings.database_url, oss),
         RefundPollActivities(settings.database_url, gateway),
+        TrafficRetentionActivities(settings.database_url),
     )
 
 
@@ -113,6 +117,8 @@ async def run_worker(settings: Settings | None = None) -> None:
         log.info("created the nightly OSS reconciliation schedule")
     if await ensure_refund_poll_schedule(client, settings.task_queue):
         log.info("created the hourly refund poll schedule")
+    if await ensure_traffic_retention_schedule(client, settings.task_queue):
+        log.info("created the nightly traffic data retention schedule")
     with ThreadPoolExecutor(max_workers=32) as executor:
         worker = build_worker(client, settings, executor)
         # SIGTERM (docker stop, Kubernetes, `o2c up`) gets the same graceful shutdown as Ctrl-C:

@@ -344,6 +344,8 @@ def usage(row: UsageRecord) -> dict[str, Any]:
         "billingAccount": account_ref(row.billing_account_id),  # o2c extension
         "billingPeriodStart": iso(row.period_start),  # o2c extension
         "catalogVersion": row.catalog_version,  # o2c extension
+        # o2c extension: when the retention job erased the called number, roaming country and exact time.
+        "@o2cTrafficDataErasedAt": iso(row.traffic_erased_at) if row.traffic_erased_at else None,
         "customerBill": ref("CustomerBill", bill_href(row.invoice_id), row.invoice_id) if row.invoice_id else None,
     }
 
@@ -372,6 +374,8 @@ def rejected_usage(row: RejectedUsage, status: str = "rejected") -> dict[str, An
         "reason": row.reason,
         "payload": row.payload,
         "receivedAt": iso(row.received_at),
+        # o2c extension: when the retention job erased the source line from the payload.
+        "@o2cLineErasedAt": iso(row.line_erased_at) if row.line_erased_at else None,
     }
 
 

@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     from o2c_cli import refund_cmds  # poll-refunds
 
     refund_cmds.register(sub)
+    from o2c_cli import retention_cmds  # erase-traffic-data
+
+    retention_cmds.register(sub)
     return parser
 
 

@@ -175,6 +175,8 @@ class UsageRecord(SQLModel, table=True):
     band: str | None = None  # time band at the start: peak | offpeak | weekend | holiday
     parts: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
     disposition: str | None = None  # voice: ANSWERED, NO ANSWER, BUSY, ...
+    # Set when the retention job erased the called number, roaming country and exact time (domain.traffic_retention).
+    traffic_erased_at: datetime | None = _utc(default=None, nullable=True)
 
 
 class RejectedUsage(SQLModel, table=True):
@@ -187,6 +189,8 @@ class RejectedUsage(SQLModel, table=True):
     reason: str
     payload: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     received_at: datetime = _utc()
+    # Set when the retention job erased the source line from `payload` (domain.traffic_retention).
+    line_erased_at: datetime | None = _utc(default=None, nullable=True)
 
 
 class AllowanceCounter(SQLModel, table=True):

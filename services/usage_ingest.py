@@ -522,7 +522,7 @@ def _insert_records(session: Session, rows: list[dict[str, Any]]) -> None:
         for start in range(0, len(rows), _INSERT_CHUNK):
             connection.execute(table.insert(), rows[start:start + _INSERT_CHUNK])
         return
-    columns = [c.name for c in table.columns]
+    columns = [c.name for c in table.columns if c.name in rows[0]]  # the others take their defaults, as with insert()
     json_columns = {c.name for c in table.columns if isinstance(c.type, JSON)}
     copy_sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
     try:

@@ -234,6 +234,10 @@ def _new_rejections(session: Session) -> Iterator[list[RejectedUsage]]:
 def _read_again(session: Session, row: RejectedUsage, window: UsageWindow) -> ParsedUsage | RecycleResult:
     """What ingest gets for the record, or the attempt's result when it ends before ingest."""
     payload = row.payload
+    if row.line_erased_at is not None:
+        assert row.id is not None
+        return RecycleResult(row.id, "rejected", row.record_id, NOT_RECYCLABLE,
+                             "its source line was erased: traffic data is kept six months (services.traffic_retention)")
     if _is_cdr_line(payload):
         return _read_cdr_line_again(session, row, window)
     # A TMF635 API record: the Usage object as received. (A body that was not an object at all
