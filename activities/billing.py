@@ -7,6 +7,7 @@ import contextvars
 import functools
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlmodel import select
 from temporalio import activity
@@ -20,7 +21,7 @@ from activities.oss_orders import place_order
 from activities.order_records import record_event, require_billing_account, utcnow
 from adapters.notify.email import EmailMessageSpec, NotificationRejected, NotificationUnavailable, SmtpNotifier
 from adapters.oss.port import OssClient
-from adapters.payments.port import GatewayUnavailable, PaymentGateway, PaymentNotFound
+from adapters.payments.port import GatewayError, GatewayUnavailable, PaymentGateway, PaymentNotFound
 from config.settings import Settings
 from config.tariff_loader import cached_tariff_book
 from domain.billing_cycle import BillingPeriod, CycleSpec, zone
@@ -71,7 +72,157 @@ class BlockingWork:
         return await asyncio.get_running_loop().run_in_executor(self._blocking, functools.partial(context.run, fn, *args))
 
 
-class BillingActivities(BlockingWork):
+class CheckedPayment(NamedTuple):
+    """A payment row after a look at the gateway (PaymentLookUp)."""
+
+    payment_id: str
+    status: str
+    amount_cents: int
+    decline_code: str | None
+    decline_class: str | None  # as the gateway answered now (None when it had no answer)
+    changed: bool
+
+
+class PaymentLookUp(BlockingWork):
+    """Looks up a charge still in flight (a SEPA debit in `processing`) at the gateway: the polling fallback for a lost
+    webhook, behind both BillingActivities.check_payment (the account's own charges) and DunningActivities.check_payment
+    (dunning's retries), which keep their activity names and result types. The payment row only moves forward; a
+    move is told in the customer's story as `<_checked_kind>.<status>`. Needs `gateway`, `db_url` and `_account`."""
+
+    # The story's event kind prefix and the message's first words for a payment the look moved on.
+    _checked_kind = "payment"
+    _checked_words = "Payment"
+
+    async def _look_up_payment(self, payment_id: str) -> CheckedPayment:
+        """A gateway that cannot be reached fails the attempt (Temporal retries it); any other gateway error (a payment
+        the gateway does not know, bad credentials) is final for this look, which the workflow records (it looks again later)."""
+        gateway_id, correlator = await self._in_thread(self._payment_refs, payment_id)
+        try:
+            outcome = await (self.gateway.retrieve(gateway_id) if gateway_id is not None else self.gateway.find_by_idempotency(correlator))
+        except GatewayUnavailable as error:
+            raise ApplicationError(f"payment gateway unavailable: {error}", type="GatewayUnavailable") from error
+        except PaymentNotFound as error:
+            raise ApplicationError(f"the gateway does not know payment {payment_id}: {error}", type="PaymentNotFound", non_retryable=True) from error
+        except GatewayError as error:
+            raise ApplicationError(f"the gateway cannot tell payment {payment_id}: {error}", type=type(error).__name__, non_retryable=True) from error
+        return await self._in_thread(self._payment_checked, payment_id, outcome)
+
+    def _payment_refs(self, payment_id: str) -> tuple[str | None, str]:
+        with session_scope(self.db_url) as session:
+            payment = session.get(Payment, payment_id)
+            if payment is None:
+                raise ApplicationError(f"payment {payment_id} does not exist", type="UnknownPayment", non_retryable=True)
+            return payment.gateway_payment_id, payment.correlator_id
+
+    def _payment_checked(self, payment_id: str, outcome) -> CheckedPayment:  # noqa: ANN001
+        """The row after the gateway's answer `outcome` (None: the gateway has no answer yet, the row stays)."""
+        with session_scope(self.db_url) as session:
+            payment = session.get(Payment, payment_id)
+            changed = outcome is not None and advance_payment(session, payment, outcome.status, at=utcnow(), decline_code=outcome.decline_code)
+            if changed:
+                account = self._account(session, payment.billing_account_id)
+                record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind=f"{self._checked_kind}.{payment.status}",
+                             message=f"{self._checked_words} {payment.id} of {from_minor(payment.amount_cents)} EUR is {payment.status} "
+                                     "(checked with the gateway)" + (f", {outcome.decline_code}" if outcome.decline_code else ""),
+                             data={"invoiceId": payment.invoice_id, "paymentId": payment.id})
+            return CheckedPayment(payment_id=payment.id, status=payment.status, amount_cents=payment.amount_cents, decline_code=payment.decline_code,
+                                  decline_class=outcome.decline_class if outcome is not None else None, changed=changed)
+
+
+class DocumentMail(BlockingWork):
+    """E-mails: an issued document (invoice, credit note, fee-only document) with its PDF, and notices; each once per
+    key (the Notification row). Behind BillingActivities.send_invoice and the fee documents DunningActivities sends
+    (a late-fee invoice, its credit note): one document has one key, `invoice:<id>`, whichever path sends it, so
+    neither sends it twice. Needs `settings`, `db_url`, `notifier` and `_account`."""
+
+    async def _send_document(self, invoice_id: str, *, fee_wording: bool = False, record_refusal: bool = False) -> bool:
+        """Sends the document `invoice_id` once, then moves it to `sent` (TMF678 CustomerBillStateChangeEvent); False
+        when there is no issued document (none, or an onHold draft without a number): nothing is sent. A document
+        numbered without its PDF gets it first (seal_documents): sending always waits for the sealed PDF. A mail
+        server that is down or answers 4xx fails the activity (Temporal retries it). A permanent refusal (5xx, a bad
+        address) is final: raised as a non-retryable NotificationRejected for the workflow to record, or with
+        `record_refusal` told in the customer's story (`invoice.delivery_failed`) and the document left unsent.
+        `fee_wording`: the fee documents' own words (activities.dunning_fee_invoice.fee_invoice_mail), also for a credit note.
+        The database work and the rendering run in threads, never on the worker's event loop."""
+        mail = await self._in_thread(self._invoice_mail, invoice_id, fee_wording)
+        if mail is None:
+            return False
+        account_id, recipient, subject, body, number, pdf = mail
+        if recipient:
+            try:
+                await self._notify(f"invoice:{invoice_id}", invoice_id, account_id, recipient, subject, body,
+                                   [(f"{number}.pdf", "application/pdf", pdf)], give_up_on_refusal=True)
+            except ApplicationError as error:
+                if not (record_refusal and error.type == "NotificationRejected"):
+                    raise
+                await self._in_thread(self._delivery_failed, account_id, invoice_id, f"{number} could not be e-mailed to {recipient}: {error.__cause__}")
+                return True
+        await self._in_thread(self._invoice_sent, invoice_id)
+        return True
+
+    def _invoice_mail(self, invoice_id: str, fee_wording: bool = False) -> tuple[str, str | None, str, str, str, bytes] | None:
+        seal_documents(self.db_url, self.settings, invoice_id)
+        with session_scope(self.db_url) as session:
+            invoice = session.get(Invoice, invoice_id)
+            if invoice is None or invoice.number is None:
+                return None
+            account = self._account(session, invoice.billing_account_id)
+            customer = session.get(Customer, account.customer_id)
+            recipient = account.email or (customer.email if customer else None)
+            greeting = f"Dear {customer.name if customer else 'customer'},\n\n"
+            if fee_wording or invoice.kind in FEE_KINDS:
+                subject, body = fee_invoice_mail(invoice, customer, self.settings.seller_name)
+            elif invoice.kind == CREDIT_NOTE:
+                subject = f"Your credit note {invoice.number}"
+                body = (f"{greeting}your credit note {invoice.number} over {from_minor(-invoice.gross_cents)} EUR for invoice "
+                        f"{invoice.referenced_invoice_number} is attached. The amount is set off against open invoices or credited to "
+                        f"your account.\n\n{self.settings.seller_name}")
+            else:
+                subject = f"Your invoice {invoice.number}"
+                body = (f"{greeting}your invoice {invoice.number} over {from_minor(invoice.gross_cents)} EUR "
+                        f"is attached. It is due on {invoice.due_at:%Y-%m-%d}.\n\n{self.settings.seller_name}")
+            return account.id, recipient, subject, body, invoice.number, invoice.pdf or b""
+
+    def _invoice_sent(self, invoice_id: str) -> None:
+        with session_scope(self.db_url) as session:
+            invoice = session.get(Invoice, invoice_id)
+            if invoice.state in ("new", "validated"):
+                move_invoice(invoice, state="sent")
+                session.add(invoice)
+                emit_bill_state_event(session, invoice, at=utcnow())  # TMF678 CustomerBillStateChangeEvent, same transaction
+
+    def _delivery_failed(self, billing_account_id: str, invoice_id: str, message: str) -> None:
+        with session_scope(self.db_url) as session:
+            account = self._account(session, billing_account_id)
+            record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="invoice.delivery_failed",
+                         message=message, data={"invoiceId": invoice_id})
+
+    async def _notify(self, key: str, invoice_id: str | None, billing_account_id: str, recipient: str, subject: str, body: str, attachments: list,
+                      *, give_up_on_refusal: bool = False) -> None:
+        """Sends once per key. Transient SMTP failures fail the activity so Temporal retries it. A permanent
+        refusal (5xx) is retried too unless `give_up_on_refusal`: a dunning notice must really go out before
+        its consequences may follow, while an invoice mail that cannot be delivered must not hold up collection."""
+        if await self._in_thread(self._notified, key):
+            return
+        try:
+            message_id = await self.notifier.send(EmailMessageSpec(to=recipient, subject=subject, body_text=body, idempotency_key=key, attachments=attachments))
+        except NotificationUnavailable as error:
+            raise ApplicationError(f"SMTP unavailable: {error}", type="NotificationUnavailable") from error
+        except NotificationRejected as error:
+            raise ApplicationError(f"SMTP refused the message: {error}", type="NotificationRejected", non_retryable=give_up_on_refusal) from error
+        await self._in_thread(self._record_notification, key, billing_account_id, recipient, subject, message_id)
+
+    def _notified(self, key: str) -> bool:
+        with session_scope(self.db_url) as session:
+            return session.get(Notification, key) is not None
+
+    def _record_notification(self, key: str, billing_account_id: str, recipient: str, subject: str, message_id: str) -> None:
+        with session_scope(self.db_url) as session:
+            if session.get(Notification, key) is None:
+                session.add(Notification(id=key, billing_account_id=billing_account_id, recipient=recipient, subject=subject, message_id=message_id, sent_at=utcnow()))
+
+
+class BillingActivities(PaymentLookUp, DocumentMail):
     def __init__(self, settings: Settings, catalog: Catalog, profiles: dict[str, BillingProfile], gateway: PaymentGateway, oss: OssClient, notifier: SmtpNotifier,
                  tariffs: TariffBook | None = None) -> None:
         self.settings = settings
@@ -206,54 +357,10 @@ class BillingActivities(BlockingWork):
         bad address) is not retried and the workflow records it for staff. A cycle invoice numbered without
         its documents gets them first (seal_documents): sending always waits for the sealed PDF.
         The database work and the rendering run in threads, never on the worker's event loop."""
-        mail = await self._in_thread(self._invoice_mail, invoice_id)
-        if mail is None:
+        if not await self._send_document(invoice_id):
             raise ApplicationError(f"invoice {invoice_id} is an onHold draft; it is sent once approved", type="InvoiceNotIssued", non_retryable=True)
-        account_id, recipient, subject, body, number, pdf = mail
-        if recipient:
-            await self._notify(f"invoice:{invoice_id}", invoice_id, account_id, recipient, subject, body, [(f"{number}.pdf", "application/pdf", pdf)],
-                               give_up_on_refusal=True)
-        await self._in_thread(self._invoice_sent, invoice_id)
         # The fee-only document issued with this cycle invoice (issue_cycle_invoice), if any: its own mail, key and state.
-        fees_id = pending_fee_invoice_id(invoice_id)
-        fees_mail = await self._in_thread(self._invoice_mail, fees_id)
-        if fees_mail is not None:
-            account_id, recipient, subject, body, number, pdf = fees_mail
-            if recipient:
-                await self._notify(f"invoice:{fees_id}", fees_id, account_id, recipient, subject, body, [(f"{number}.pdf", "application/pdf", pdf)],
-                                   give_up_on_refusal=True)
-            await self._in_thread(self._invoice_sent, fees_id)
-
-    def _invoice_mail(self, invoice_id: str) -> tuple[str, str | None, str, str, str, bytes] | None:
-        seal_documents(self.db_url, self.settings, invoice_id)
-        with session_scope(self.db_url) as session:
-            invoice = session.get(Invoice, invoice_id)
-            if invoice is None or invoice.number is None:
-                return None
-            account = self._account(session, invoice.billing_account_id)
-            customer = session.get(Customer, account.customer_id)
-            recipient = account.email or (customer.email if customer else None)
-            greeting = f"Dear {customer.name if customer else 'customer'},\n\n"
-            if invoice.kind in FEE_KINDS:
-                subject, body = fee_invoice_mail(invoice, customer, self.settings.seller_name)
-            elif invoice.kind == CREDIT_NOTE:
-                subject = f"Your credit note {invoice.number}"
-                body = (f"{greeting}your credit note {invoice.number} over {from_minor(-invoice.gross_cents)} EUR for invoice "
-                        f"{invoice.referenced_invoice_number} is attached. The amount is set off against open invoices or credited to "
-                        f"your account.\n\n{self.settings.seller_name}")
-            else:
-                subject = f"Your invoice {invoice.number}"
-                body = (f"{greeting}your invoice {invoice.number} over {from_minor(invoice.gross_cents)} EUR "
-                        f"is attached. It is due on {invoice.due_at:%Y-%m-%d}.\n\n{self.settings.seller_name}")
-            return account.id, recipient, subject, body, invoice.number, invoice.pdf or b""
-
-    def _invoice_sent(self, invoice_id: str) -> None:
-        with session_scope(self.db_url) as session:
-            invoice = session.get(Invoice, invoice_id)
-            if invoice.state in ("new", "validated"):
-                move_invoice(invoice, state="sent")
-                session.add(invoice)
-                emit_bill_state_event(session, invoice, at=utcnow())  # TMF678 CustomerBillStateChangeEvent, same transaction
+        await self._send_document(pending_fee_invoice_id(invoice_id))
 
     @activity.defn(name="charge_invoice")
     async def charge_invoice(self, invoice_id: str, attempt: int) -> ChargeOutcome:
@@ -327,39 +434,9 @@ class BillingActivities(BlockingWork):
     @activity.defn(name="check_payment")
     async def check_payment(self, payment_id: str) -> PaymentCheck:
         """Follows a charge still in flight (a SEPA debit in `processing`) by reading the gateway: the polling
-        fallback for a lost webhook. The payment row only moves forward (domain.payments.advance_payment_status)."""
-        status, gateway_id, correlator = await self._in_thread(self._payment_refs, payment_id)
-        try:
-            if gateway_id is not None:
-                outcome = await self.gateway.retrieve(gateway_id)
-            else:
-                outcome = await self.gateway.find_by_idempotency(correlator)
-        except GatewayUnavailable as error:
-            raise ApplicationError(f"payment gateway unavailable: {error}", type="GatewayUnavailable") from error
-        except PaymentNotFound as error:
-            raise ApplicationError(f"the gateway does not know payment {payment_id}: {error}", type="PaymentNotFound", non_retryable=True) from error
-        if outcome is None:
-            return PaymentCheck(payment_id=payment_id, status=status)
-        return await self._in_thread(self._payment_checked, payment_id, outcome)
-
-    def _payment_refs(self, payment_id: str) -> tuple[str, str | None, str]:
-        with session_scope(self.db_url) as session:
-            payment = session.get(Payment, payment_id)
-            if payment is None:
-                raise ApplicationError(f"payment {payment_id} does not exist", type="UnknownPayment", non_retryable=True)
-            return payment.status, payment.gateway_payment_id, payment.correlator_id
-
-    def _payment_checked(self, payment_id: str, outcome) -> PaymentCheck:  # noqa: ANN001
-        with session_scope(self.db_url) as session:
-            payment = session.get(Payment, payment_id)
-            changed = advance_payment(session, payment, outcome.status, at=utcnow(), decline_code=outcome.decline_code)
-            if changed:
-                account = self._account(session, payment.billing_account_id)
-                record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind=f"payment.{payment.status}",
-                             message=f"Payment {payment.id} of {from_minor(payment.amount_cents)} EUR is {payment.status} (checked with the gateway)"
-                                     + (f", {outcome.decline_code}" if outcome.decline_code else ""),
-                             data={"invoiceId": payment.invoice_id, "paymentId": payment.id})
-            return PaymentCheck(payment_id=payment_id, status=payment.status, changed=changed)
+        fallback for a lost webhook (PaymentLookUp). The payment row only moves forward (domain.payments.advance_payment_status)."""
+        checked = await self._look_up_payment(payment_id)
+        return PaymentCheck(payment_id=payment_id, status=checked.status, changed=checked.changed)
 
     @activity.defn(name="send_payment_action_notice")
     async def send_payment_action_notice(self, invoice_id: str, payment_id: str) -> None:
@@ -572,27 +649,3 @@ class BillingActivities(BlockingWork):
         with session_scope(self.db_url) as session:
             account = self._account(session, billing_account_id)
             record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind=kind, message=message)
-
-    async def _notify(self, key: str, invoice_id: str | None, billing_account_id: str, recipient: str, subject: str, body: str, attachments: list,
-                      *, give_up_on_refusal: bool = False) -> None:
-        """Sends once per key. Transient SMTP failures fail the activity so Temporal retries it. A permanent
-        refusal (5xx) is retried too unless `give_up_on_refusal`: a dunning notice must really go out before
-        its consequences may follow, while an invoice mail that cannot be delivered must not hold up collection."""
-        if await self._in_thread(self._notified, key):
-            return
-        try:
-            message_id = await self.notifier.send(EmailMessageSpec(to=recipient, subject=subject, body_text=body, idempotency_key=key, attachments=attachments))
-        except NotificationUnavailable as error:
-            raise ApplicationError(f"SMTP unavailable: {error}", type="NotificationUnavailable") from error
-        except NotificationRejected as error:
-            raise ApplicationError(f"SMTP refused the message: {error}", type="NotificationRejected", non_retryable=give_up_on_refusal) from error
-        await self._in_thread(self._record_notification, key, billing_account_id, recipient, subject, message_id)
-
-    def _notified(self, key: str) -> bool:
-        with session_scope(self.db_url) as session:
-            return session.get(Notification, key) is not None
-
-    def _record_notification(self, key: str, billing_account_id: str, recipient: str, subject: str, message_id: str) -> None:
-        with session_scope(self.db_url) as session:
-            if session.get(Notification, key) is None:
-                session.add(Notification(id=key, billing_account_id=billing_account_id, recipient=recipient, subject=subject, message_id=message_id, sent_at=utcnow()))

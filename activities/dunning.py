@@ -25,9 +25,9 @@ from temporalio.exceptions import ApplicationError
 
 from api import tmf
 from activities import msisdn_pool
-from activities.dunning_fee_invoice import LATE_FEE_KIND, credit_fee_invoice, fee_credit_note_id, fee_invoice_id, fee_invoice_mail, issue_fee_invoice
-from activities.billing import BlockingWork
-from activities.invoice_issuer import move_invoice, record_settlement
+from activities.dunning_fee_invoice import LATE_FEE_KIND, credit_fee_invoice, fee_credit_note_id, fee_invoice_id, issue_fee_invoice
+from activities.billing import DocumentMail, PaymentLookUp
+from activities.invoice_issuer import record_settlement
 from activities.ledger import allocate_payments, credit_cents, open_invoices
 from activities.order_records import record_event, require_billing_account, utcnow
 from activities.oss_orders import place_order
@@ -275,10 +275,15 @@ def arrears(session: Session, billing_account_id: str, as_of: datetime) -> Dunni
                           overdue_invoice_ids=[i.id for i in overdue], overdue_invoice_numbers=[i.number or i.id for i in overdue])
 
 
-class DunningActivities(BlockingWork):
-    """The DunningWorkflow's activities. The async ones run their database work on a thread pool (BlockingWork), never on the event loop."""
+class DunningActivities(PaymentLookUp, DocumentMail):
+    """The DunningWorkflow's activities. The async ones run their database work on a thread pool (BlockingWork), never on the event loop.
+    A fee document (late-fee invoice, its credit note) is e-mailed as activities.billing.send_invoice e-mails any document
+    (DocumentMail), except that a refused address is recorded, not raised: an undeliverable mail must not hold up dunning."""
 
     _blocking_name = "dunning-blocking"
+    # A debit a dunning retry made, moved on by a look at the gateway (PaymentLookUp), is told as dunning's.
+    _checked_kind = "dunning.payment_retry"
+    _checked_words = "Dunning payment"
 
     def __init__(self, settings: Settings, config: DunningConfig, gateway: PaymentGateway, oss: OssClient, notifier: SmtpNotifier,
                  sms: SmsSender | None = None) -> None:
@@ -420,7 +425,7 @@ class DunningActivities(BlockingWork):
         any invoice. Repeating it finds the fee, its invoice and its mail and does nothing again."""
         key, invoice_id = await self._in_thread(self._bill_late_fee, req)
         if invoice_id is not None:
-            await self._send_document(invoice_id, req.billing_account_id)
+            await self._send_document(invoice_id, fee_wording=True, record_refusal=True)
         return key
 
     def _bill_late_fee(self, req: LateFeeRequest) -> tuple[str, str | None]:
@@ -453,55 +458,6 @@ class DunningActivities(BlockingWork):
                                "number": invoice.number})
             return row.key, invoice.id
 
-    async def _send_document(self, invoice_id: str, billing_account_id: str) -> None:
-        """E-mails a fee invoice or its credit note with its PDF, once: the Notification key `invoice:<id>` is the
-        one activities.billing.send_invoice uses, so neither path sends it twice. Duplicates the few lines of
-        send_invoice it needs (that activity belongs to the billing-account workflow). A refused address is
-        recorded, not retried: an undeliverable mail must not hold up dunning."""
-        key = f"invoice:{invoice_id}"
-
-        def read():  # noqa: ANN202
-            with session_scope(self.db_url) as session:
-                if session.get(Notification, key) is not None:
-                    return None
-                invoice = session.get(Invoice, invoice_id)
-                account = self._account(session, billing_account_id)
-                customer = session.get(Customer, account.customer_id)
-                recipient = account.email or (customer.email if customer else None)
-                subject, body = fee_invoice_mail(invoice, customer, self.settings.seller_name)
-                return account, recipient, subject, body, invoice.pdf or b"", invoice.number
-
-        mail = await self._in_thread(read)
-        if mail is None:
-            return
-        account, recipient, subject, body, pdf, number = mail
-        if not recipient:
-            return
-        try:
-            message_id = await self.notifier.send(EmailMessageSpec(to=recipient, subject=subject, body_text=body, idempotency_key=key,
-                                                                   attachments=[(f"{number}.pdf", "application/pdf", pdf)]))
-        except NotificationUnavailable as error:
-            raise ApplicationError(f"SMTP unavailable: {error}", type="NotificationUnavailable") from error
-        except NotificationRejected as error:
-            await self._in_thread(self._delivery_failed, account, invoice_id, f"{number} could not be e-mailed to {recipient}: {error}")
-            return
-        await self._in_thread(self._document_sent, key, account, invoice_id, recipient, subject, message_id)
-
-    def _delivery_failed(self, account: BillingAccount, invoice_id: str, message: str) -> None:
-        with session_scope(self.db_url) as session:
-            record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind="invoice.delivery_failed",
-                         message=message, data={"invoiceId": invoice_id})
-
-    def _document_sent(self, key: str, account: BillingAccount, invoice_id: str, recipient: str, subject: str, message_id: str) -> None:
-        with session_scope(self.db_url) as session:
-            if session.get(Notification, key) is None:
-                session.add(Notification(id=key, billing_account_id=account.id, recipient=recipient, subject=subject, message_id=message_id,
-                                         sent_at=utcnow()))
-            invoice = session.get(Invoice, invoice_id)
-            if invoice.state in ("new", "validated"):
-                move_invoice(invoice, state="sent")
-                session.add(invoice)
-
     @activity.defn(name="dunning_waive_fees")
     async def waive_fees(self, episode_id: str, billing_account_id: str, keys: list[str], actor: str, reason: str) -> WaiveResult:
         """Waives fees: one not yet invoiced is marked waived; one already on its fee invoice is credited in
@@ -509,7 +465,7 @@ class DunningActivities(BlockingWork):
         e-mailed. `already_billed` lists fees that could not be credited (e.g. billed on some other invoice)."""
         result, notes = await self._in_thread(self._waive_fees, billing_account_id, keys, actor, reason)
         for note_id in notes:
-            await self._send_document(note_id, billing_account_id)
+            await self._send_document(note_id, fee_wording=True, record_refusal=True)
         return result
 
     def _waive_fees(self, billing_account_id: str, keys: list[str], actor: str, reason: str) -> tuple[WaiveResult, list[str]]:
@@ -617,35 +573,12 @@ class DunningActivities(BlockingWork):
     @activity.defn(name="dunning_check_payment")
     async def check_payment(self, payment_id: str) -> RetryResult:
         """Looks up a retry's debit still in flight (SEPA `processing`) at the gateway: the polling fallback for
-        a lost webhook, as activities.billing.check_payment does for the account's own charges. The payment row
-        only moves forward; a change is told in the customer's story. Returns the row's status after the look."""
-        gateway_id, correlator = await self._in_thread(self._payment_refs, payment_id)
-        try:
-            outcome = await (self.gateway.retrieve(gateway_id) if gateway_id is not None else self.gateway.find_by_idempotency(correlator))
-        except GatewayUnavailable as error:
-            raise ApplicationError(f"payment gateway unavailable: {error}", type="GatewayUnavailable") from error
-        except GatewayError as error:
-            raise ApplicationError(f"the gateway cannot tell payment {payment_id}: {error}", type=type(error).__name__, non_retryable=True) from error
-        return await self._in_thread(self._payment_checked, payment_id, outcome)
-
-    def _payment_refs(self, payment_id: str) -> tuple[str | None, str]:
-        with session_scope(self.db_url) as session:
-            payment = session.get(Payment, payment_id)
-            if payment is None:
-                raise ApplicationError(f"payment {payment_id} does not exist", type="UnknownPayment", non_retryable=True)
-            return payment.gateway_payment_id, payment.correlator_id
-
-    def _payment_checked(self, payment_id: str, outcome) -> RetryResult:  # noqa: ANN001
-        with session_scope(self.db_url) as session:
-            payment = session.get(Payment, payment_id)
-            if outcome is not None and advance_payment(session, payment, outcome.status, at=utcnow(), decline_code=outcome.decline_code):
-                account = self._account(session, payment.billing_account_id)
-                record_event(session, customer_id=account.customer_id, billing_account_id=account.id, kind=f"dunning.payment_retry.{payment.status}",
-                             message=f"Dunning payment {payment.id} of {from_minor(payment.amount_cents)} EUR is {payment.status} (checked with the gateway)"
-                                     + (f", {outcome.decline_code}" if outcome.decline_code else ""),
-                             data={"invoiceId": payment.invoice_id, "paymentId": payment.id})
-            return RetryResult(status=payment.status, payment_id=payment.id, amount_cents=payment.amount_cents, decline_code=payment.decline_code,
-                               decline_class=outcome.decline_class if outcome is not None else None)
+        a lost webhook, the same look (PaymentLookUp) as activities.billing.check_payment makes for the account's own
+        charges. The payment row only moves forward; a change is told in the customer's story. Returns the row's status
+        after the look."""
+        checked = await self._look_up_payment(payment_id)
+        return RetryResult(status=checked.status, payment_id=checked.payment_id, amount_cents=checked.amount_cents, decline_code=checked.decline_code,
+                           decline_class=checked.decline_class)
 
     def _retry_recorded(self, req: RetryRequest, account: BillingAccount, result: RetryResult, open_cents: int, number: str) -> None:
         key = f"{req.episode_id}:retry:{req.invoice_id}:{req.attempt}"

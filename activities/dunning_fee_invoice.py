@@ -107,7 +107,7 @@ def credit_fee_invoice(session: Session, settings: Settings, fee: PendingOneTime
 
 
 def fee_invoice_mail(invoice: Invoice, customer: Customer | None, seller_name: str) -> tuple[str, str]:
-    """Subject and text of the mail the fee invoice or its credit note goes out with (as activities.billing.send_invoice words them)."""
+    """Subject and text of the mail a fee-only document or a late fee's credit note goes out with (activities.billing.DocumentMail)."""
     greeting = f"Dear {customer.name if customer else 'customer'},\n\n"
     if invoice.kind == "credit_note":
         return (f"Your credit note {invoice.number}",

@@ -20,7 +20,7 @@ from decimal import Decimal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError, FailureError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from activities.billing import BillingActivities
@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.dunning_timeline import SIGNAL_BALANCE_SETTLED, BalanceSettled, DunningInput, dunning_workflow_id
     from domain.money import from_minor
     from workflows.billing_state import AccountState
+    from workflows.debit_polling import DEBIT_POLL_LIMIT, Poll, activity_cause, look_up_debit, next_look
     from workflows.dunning import DunningWorkflow
     from workflows.messages import (
         BILLING_ACCOUNT_WORKFLOW,
@@ -73,9 +74,6 @@ ON_DEMAND_MEMORY = 50
 PATCH_DUNNING_HANDOVER = "dunning-workflow-handover"
 # The EU roaming data cap's 100 % crossing bars roaming data through the OSS (before: a notice only).
 PATCH_ROAMING_DATA_BAR = "roaming-data-cap-bar"
-# A SEPA debit in `processing` is looked up at the gateway this often, for at most this long (the webhook usually comes first).
-DEBIT_POLL_INTERVAL = timedelta(days=1)
-DEBIT_POLL_LIMIT = timedelta(days=14)
 
 
 @workflow.defn(name=BILLING_ACCOUNT_WORKFLOW)
@@ -344,7 +342,7 @@ class BillingAccountWorkflow:
             if outcome.status == "processing":
                 # SEPA: the money is on its way for days. Keep the debit, never charge the invoice again meanwhile;
                 # the webhook's payment_received signal settles it, a daily look at the gateway is the fallback.
-                s.pending_debits[invoice_id] = PendingDebit(payment_id=outcome.payment_id, since=now, next_check=now + DEBIT_POLL_INTERVAL)
+                s.pending_debits[invoice_id] = PendingDebit(payment_id=outcome.payment_id, since=now, next_check=next_look(now))
             elif outcome.status == "requires_action" and invoice_id not in s.action_notified:
                 # 3-D Secure: an off-session retry cannot succeed (the episode's retry plan skips this invoice); ask the customer once.
                 s.action_notified.append(invoice_id)
@@ -424,25 +422,21 @@ class BillingAccountWorkflow:
         for invoice_id, debit in sorted(s.pending_debits.items()):
             if debit.next_check > now:
                 continue
-            try:
-                check = await workflow.execute_activity_method(BillingActivities.check_payment, debit.payment_id, **EXTERNAL_CALL)
-                status = check.status
-            except ActivityError as error:
-                cause = error.cause.message if isinstance(error.cause, ApplicationError) else str(error)
+
+            async def look_failed(cause: str, debit=debit) -> None:
                 await self._event("payment.check_failed", f"check_payment {debit.payment_id} failed: {cause}")
-                status = "unknown"
-            if status in ("processing", "unknown", "requires_action"):
-                if now - debit.since >= DEBIT_POLL_LIMIT:
-                    del s.pending_debits[invoice_id]
-                    moved = True
-                    await self._event("payment.processing_overdue",
-                                      f"Payment {debit.payment_id} for invoice {invoice_id} is still {status} after {DEBIT_POLL_LIMIT.days} days; "
-                                      "the invoice is dunned like any overdue invoice")
-                else:
-                    debit.next_check = now + DEBIT_POLL_INTERVAL
-            else:
-                del s.pending_debits[invoice_id]  # settled or bounced: the balance shows which
-                moved = True
+
+            status, poll = await look_up_debit(BillingActivities.check_payment, debit.payment_id, debit.since, now, call=EXTERNAL_CALL,
+                                               on_failure=look_failed)
+            if poll is Poll.WAIT:
+                debit.next_check = next_look(now)
+                continue
+            del s.pending_debits[invoice_id]  # settled or bounced (the balance shows which), or given up
+            moved = True
+            if poll is Poll.GIVEN_UP:
+                await self._event("payment.processing_overdue",
+                                  f"Payment {debit.payment_id} for invoice {invoice_id} is still {status} after {DEBIT_POLL_LIMIT.days} days; "
+                                  "the invoice is dunned like any overdue invoice")
         if moved:
             await self._apply_payments()
         return moved
@@ -609,8 +603,7 @@ class BillingAccountWorkflow:
         try:
             await workflow.execute_activity_method(activity_method, args=args, **EXTERNAL_CALL)
         except ActivityError as error:
-            cause = error.cause.message if isinstance(error.cause, ApplicationError) else str(error)
-            await self._event(failure_kind, f"{activity_method.__name__} failed: {cause}")
+            await self._event(failure_kind, f"{activity_method.__name__} failed: {activity_cause(error)}")
 
     async def _event(self, kind: str, message: str) -> None:
         await workflow.execute_activity_method(BillingActivities.record_account_event, args=[self.s.billing_account_id, kind, message], **DB_CALL)

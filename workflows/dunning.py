@@ -19,7 +19,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.dunning import (
@@ -38,8 +38,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.dunning_policy import DunningLevel, DunningPolicy, NoticeAction
     from domain.dunning_timeline import (
-        DEBIT_POLL_INTERVAL,
-        DEBIT_POLL_LIMIT,
         DUNNING_WORKFLOW,
         QUERY_DUNNING_STATUS,
         SIGNAL_BALANCE_SETTLED,
@@ -85,6 +83,7 @@ with workflow.unsafe.imports_passed_through():
         PaymentReceived,
         billing_account_workflow_id,
     )
+    from workflows.debit_polling import DEBIT_POLL_LIMIT, Poll, activity_cause, look_up_debit, next_look
 
 # Dunning's own SEPA debits in `processing` are polled daily for up to 14 days (histories from before keep waiting for the webhook).
 PATCH_SEPA_POLLING = "dunning-sepa-polling"
@@ -353,7 +352,8 @@ class DunningWorkflow:
             result = await workflow.execute_activity_method(DunningActivities.send_notice, request, **EXTERNAL_CALL)
         except ActivityError as error:
             await self._record(f"{key_suffix}:failed", "notice_failed", "dunning.notice_failed",
-                               f"Dunning level {level.name}: notice {action.template} could not be sent: {_cause(error)}", level=level.name, status="failed")
+                               f"Dunning level {level.name}: notice {action.template} could not be sent: {activity_cause(error)}",
+                               level=level.name, status="failed")
             return False
         if result.sent and action.announces_barring and self.s.barring_notice_at is None:
             # The notice period runs from when the notice went out: its step, or, if sending took longer than a
@@ -376,7 +376,7 @@ class DunningWorkflow:
                     trigger=trigger), **EXTERNAL_CALL)
             except ActivityError as error:
                 await self._record(f"{trigger}:{item.invoice_id}:{item.attempt}:failed", "payment_retry", "dunning.payment_retry_failed",
-                                   f"Payment retry ({trigger}) for invoice {item.invoice_id} failed: {_cause(error)}", status="failed")
+                                   f"Payment retry ({trigger}) for invoice {item.invoice_id} failed: {activity_cause(error)}", status="failed")
                 continue
             results.append(result)
             update = {"retries_made": self.s.retries_made + 1}
@@ -384,7 +384,7 @@ class DunningWorkflow:
                 now = workflow.now()
                 update["pending_debits"] = [*self.s.pending_debits, PendingDebit(payment_id=result.payment_id, invoice_id=item.invoice_id,
                                                                                   amount_cents=result.amount_cents, since=now,
-                                                                                  next_check=now + DEBIT_POLL_INTERVAL)]
+                                                                                  next_check=next_look(now))]
             if result.decline_class == "hard":
                 update["hard_declined"] = True
             elif result.status == "succeeded":
@@ -408,20 +408,19 @@ class DunningWorkflow:
             if debit.next_check > now:
                 kept.append(debit)
                 continue
-            try:
-                check = await workflow.execute_activity_method(DunningActivities.check_payment, debit.payment_id, **EXTERNAL_CALL)
-                status = check.status
-            except ActivityError as error:
+
+            async def look_failed(cause: str, debit=debit) -> None:
                 await self._record(f"debit:{debit.payment_id}:check-failed:{now.isoformat()}", "payment_check", "dunning.payment_check_failed",
-                                   f"Looking up debit {debit.payment_id} failed: {_cause(error)}", status="failed")
-                status = "unknown"
-            if status in ("processing", "unknown", "requires_action"):
-                if now - debit.since >= DEBIT_POLL_LIMIT:
-                    await self._record(f"debit:{debit.payment_id}:overdue", "payment_check", "dunning.payment_processing_overdue",
-                                       f"Debit {debit.payment_id} for invoice {debit.invoice_id} is still {status} after {DEBIT_POLL_LIMIT.days} days; "
-                                       "no longer polled", status="failed")
-                else:
-                    kept.append(debit.model_copy(update={"next_check": now + DEBIT_POLL_INTERVAL}))
+                                   f"Looking up debit {debit.payment_id} failed: {cause}", status="failed")
+
+            status, poll = await look_up_debit(DunningActivities.check_payment, debit.payment_id, debit.since, now, call=EXTERNAL_CALL,
+                                               on_failure=look_failed)
+            if poll is Poll.GIVEN_UP:
+                await self._record(f"debit:{debit.payment_id}:overdue", "payment_check", "dunning.payment_processing_overdue",
+                                   f"Debit {debit.payment_id} for invoice {debit.invoice_id} is still {status} after {DEBIT_POLL_LIMIT.days} days; "
+                                   "no longer polled", status="failed")
+            elif poll is Poll.WAIT:
+                kept.append(debit.model_copy(update={"next_check": next_look(now)}))
             elif status == "succeeded":
                 succeeded.append(debit)
         self.s = self.s.model_copy(update={"pending_debits": kept})
@@ -437,7 +436,7 @@ class DunningWorkflow:
                 episode_id=self.s.episode_id, billing_account_id=self.s.billing_account_id, barring=scope, key=f"{self.s.episode_id}:{step_key}",
                 level=level, reason=reason), **EXTERNAL_CALL)
         except ActivityError as error:
-            await self._record(f"{step_key}:bar-failed", "bar", "dunning.barring_failed", f"Barring ({scope}) failed: {_cause(error)}",
+            await self._record(f"{step_key}:bar-failed", "bar", "dunning.barring_failed", f"Barring ({scope}) failed: {activity_cause(error)}",
                                level=level, status="failed")
             return
         self.s = self.s.model_copy(update={"barred": scope})
@@ -529,7 +528,3 @@ class DunningWorkflow:
         await workflow.execute_activity_method(DunningActivities.record, RecordRequest(
             episode_id=self.s.episode_id, billing_account_id=self.s.billing_account_id, key=f"{self.s.episode_id}:{key_suffix}", kind=kind,
             event_kind=event_kind, message=message, level=level, status=status), **DB_CALL)
-
-
-def _cause(error: ActivityError) -> str:
-    return error.cause.message if isinstance(error.cause, ApplicationError) else str(error)

@@ -12,12 +12,13 @@ from sqlmodel import select
 from activities.dunning import LateFeeRequest
 from activities.dunning_fee_invoice import FEE_PAYMENT_TERMS, fee_invoice_id
 from persistence.db import session_scope
-from persistence.tables import BusinessEvent, Invoice, Notification, Payment, PendingOneTimeCharge
+from persistence.tables import BusinessEvent, HubEvent, Invoice, Notification, Payment, PendingOneTimeCharge
 from services.pending_charges import add_pending_charge, unbilled_pending_charges
 from tests.documents.validators import all_errors
 from tests.support.billing import mails_to
 from tests.support.dunning import dunning_activities
 from tests.support.records import create_account_with_email
+from tests.workflows.test_invoice_lifecycle import FlakySmtp
 
 NO_ERRORS_EN16931 = {"xsd": [], "cen": [], "facturx": []}
 CII = {"ram": "urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:100",
@@ -70,6 +71,25 @@ async def test_a_late_fee_is_billed_at_once_on_a_valid_fee_only_invoice_and_mail
     assert row(db_url, Notification, Notification.id == f"invoice:{invoice.id}") is not None
     story = [e.kind for e in list_rows(db_url, BusinessEvent, BusinessEvent.billing_account_id == account_id)]
     assert story.count("dunning.late_fee") == 1
+    # Sent as every invoice is sent (activities.billing.DocumentMail): the move to `sent` is told to the hub once (TMF678).
+    bill_events = list_rows(db_url, HubEvent, HubEvent.resource_key == f"customerBill:{invoice.id}")
+    assert sorted((e.sequence, e.event_type, e.state) for e in bill_events) == [(1, "CustomerBillCreateEvent", "new"),
+                                                                                (2, "CustomerBillStateChangeEvent", "sent")]
+
+
+async def test_a_fee_invoice_the_mail_server_refuses_for_good_is_recorded_and_dunning_goes_on(make_settings, db_url, tmp_path):
+    with FlakySmtp(tmp_path, failures=1_000, code="550 5.1.1 Mailbox unavailable") as smtp:
+        acts = dunning_activities(make_settings(smtp_port=smtp.port))
+        account_id, email = create_account_with_email(db_url)
+        episode = f"dunning-{account_id}-inv1"
+        key = await acts.add_late_fee(fee(account_id, episode))  # not raised: an undeliverable mail must not hold up dunning
+
+    invoice = row(db_url, Invoice, Invoice.id == fee_invoice_id(key))
+    assert smtp.attempts == 1 and smtp.accepted == []
+    failed = [e for e in list_rows(db_url, BusinessEvent, BusinessEvent.billing_account_id == account_id) if e.kind == "invoice.delivery_failed"]
+    assert len(failed) == 1 and failed[0].message.startswith(f"{invoice.number} could not be e-mailed to {email}: ") and "550" in failed[0].message
+    assert row(db_url, Notification, Notification.id == f"invoice:{invoice.id}") is None
+    assert invoice.state == "new"  # not sent
 
 
 async def test_waiving_an_invoiced_fee_issues_one_credit_note_that_settles_the_fee_invoice(make_settings, db_url, mail_sink):
@@ -93,6 +113,7 @@ async def test_waiving_an_invoiced_fee_issues_one_credit_note_that_settles_the_f
     assert [(p.method, p.amount_cents, p.invoice_id, p.recorded_by) for p in ledger] == [("credit_note", 250, fee_invoice.id, "finance:bbb")]
     subjects = [m["Subject"] for m in mails_to(mail_sink, email)]
     assert subjects == [f"Your invoice {fee_invoice.number} (Mahngebühr / late fee)", f"Your credit note {notes[0].number}"]
+    assert "the late fee is waived" in mails_to(mail_sink, email)[1].get_body().get_content()  # the fee documents' own words
 
 
 # A buyer with a VAT ID gets a valid fee invoice too (no VAT identifier on it, BR-O-02/-04):
