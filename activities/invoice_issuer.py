@@ -52,8 +52,8 @@ from adapters.documents.einvoice import (
     einvoice_from_computed,
     xrechnung_problems,
 )
-from adapters.documents.facturx import embed_facturx
-from adapters.documents.invoice_pdf import InvoicePdfData, PdfLine, PdfParty, PdfReference, PdfUsageItem, PdfVat, render_invoice_pdf
+from adapters.documents.facturx import render_facturx_pdf
+from adapters.documents.invoice_pdf import InvoicePdfData, PdfLine, PdfParty, PdfReference, PdfUsageItem, PdfVat
 from config.settings import Settings
 from domain.allocation import OpenItem, allocate
 from domain.billing_cycle import BillingPeriod, zone
@@ -463,14 +463,14 @@ def render_document(settings: Settings, invoice: Invoice, account: BillingAccoun
         vat_notes=vat_notes,
         itemised=itemised_items(usage or [], account) if account.itemised_bill and not credit else None,
     )
-    pdf = render_invoice_pdf(data)
-    rendered_pdf = time.perf_counter()
+    prepared = time.perf_counter()
     xml, profile = einvoice_xml(settings, invoice, account, customer, payment_note=note)
     built_xml = time.perf_counter()
-    hybrid = embed_facturx(pdf, xml, level="en16931")
+    # The XML is attached while fpdf2 writes the PDF/A-3 (one pass): there is no separate embedding step any more.
+    hybrid = render_facturx_pdf(data, xml, level="en16931")
     done = time.perf_counter()
     result = RenderedDocument(pdf=hybrid, xml=xml, profile=profile,
-                              seconds={"pdf": rendered_pdf - started, "xml": built_xml - rendered_pdf, "embed": done - built_xml})
+                              seconds={"pdf": (prepared - started) + (done - built_xml), "xml": built_xml - prepared, "embed": 0.0})
     RENDER_TIMINGS.append(result)
     del RENDER_TIMINGS[:-_RENDER_TIMINGS_KEPT]
     log.debug("rendered %s (%s): pdf %.1f ms, xml %.1f ms, embed %.1f ms", invoice.number, profile,

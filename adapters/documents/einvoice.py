@@ -3,7 +3,7 @@
     doc = einvoice_from_computed(compute_invoice(charges), number=..., seller=..., buyer=..., ...)
     xml = build_cii_xml(doc, profile="en16931")         # Factur-X / ZUGFeRD EN 16931
     xml = build_cii_xml(doc, profile="xrechnung")       # XRechnung 3.0 (needs a Leitweg-ID etc.)
-    pdf = embed_facturx(render_invoice_pdf(...), xml)   # adapters.documents.facturx
+    pdf = render_facturx_pdf(InvoicePdfData(...), xml)  # adapters.documents.facturx: PDF/A-3 with the XML inside
 """
 from adapters.documents.cii_xml import GUIDELINE_IDS, Profile, build_cii_xml, xrechnung_problems
 from adapters.documents.einvoice_model import (

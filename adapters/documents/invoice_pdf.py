@@ -9,17 +9,19 @@ from __future__ import annotations
 import copy
 import unicodedata
 from functools import cache
-from io import BytesIO
 from pathlib import Path
 from datetime import date, datetime, time, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Literal
 
 from fpdf import FPDF
-from fpdf.enums import Align, TableBordersLayout
-from fontTools import ttLib
+from fpdf.enums import Align
 from fpdf.fonts import FontFace, SubsetMap, TTFFont
+from fpdf.output import OutputProducer
 from pydantic import BaseModel, BeforeValidator, field_validator, model_validator
+
+from adapters.documents import pdf_fonts
+from adapters.documents.pdf_table import TableLayout, draw_table
 
 __all__ = [
     "InvoicePdfData",
@@ -31,7 +33,9 @@ __all__ = [
     "format_eur",
     "format_quantity",
     "format_rate",
+    "lay_out_invoice",
     "render_invoice_pdf",
+    "write_pdf",
 ]
 
 
@@ -295,7 +299,7 @@ def _document_font(pdf: FPDF, style: str) -> TTFFont:
     font = copy.copy(template)  # shares the read-only metrics (cw, cmap, glyph_ids)
     font.i = len(pdf.fonts) + 1
     font.desc = copy.copy(template.desc)  # a PDF object: writing the document numbers it and attaches the font file
-    font.ttfont = ttLib.TTFont(BytesIO(_font_file(style)), recalcTimestamp=False, lazy=True)
+    font.ttfont = None  # chosen when the document is written (_OutputProducer): the fixed subset or a font to subset
     font.biggest_size_pt = 0
     font.missing_glyphs = []
     font._hbfont = None
@@ -303,13 +307,28 @@ def _document_font(pdf: FPDF, style: str) -> TTFFont:
     return font
 
 
+pdf_fonts.install()
+
+
+class _OutputProducer(OutputProducer):
+    """Writes the document; first gives each font the program to embed, once every glyph is known (the
+    footer and the page count are drawn by ``output()`` itself, just before this runs)."""
+
+    def bufferize(self) -> bytearray:
+        for style, font in self.fpdf.styled_fonts.items():
+            pdf_fonts.use_fixed_subset(font, _font_file(style))
+        return super().bufferize()
+
+
 class _InvoicePdf(FPDF):
-    def __init__(self, data: InvoicePdfData) -> None:
-        super().__init__(orientation="P", unit="mm", format="A4")
+    def __init__(self, data: InvoicePdfData, *, compliance: str | None = None) -> None:
+        super().__init__(orientation="P", unit="mm", format="A4", enforce_compliance=compliance)
         self._data = data
+        self.styled_fonts: dict[str, TTFFont] = {}
         for style in _FONT_FILES:  # as add_font(_FONT, style, path) would, without parsing the font again
             font = _document_font(self, style)
             self.fonts[font.fontkey] = font
+            self.styled_fonts[style] = font
 
     def normalize_text(self, text: str) -> str:
         # Every text path in fpdf2 goes through here. DejaVu Sans covers Latin, Greek and Cyrillic;
@@ -339,7 +358,14 @@ class _InvoicePdf(FPDF):
 
 def render_invoice_pdf(data: InvoicePdfData) -> bytes:
     """Render the invoice. The same ``data`` always gives byte-identical output."""
-    pdf = _InvoicePdf(data)
+    return write_pdf(lay_out_invoice(data))
+
+
+def lay_out_invoice(data: InvoicePdfData, *, compliance: str | None = None) -> FPDF:
+    """The invoice drawn but not yet written, for a caller that adds to the document before ``write_pdf``
+    (adapters.documents.facturx attaches the e-invoice XML). ``compliance``: fpdf2's enforce_compliance,
+    e.g. "PDFA_3B"."""
+    pdf = _InvoicePdf(data, compliance=compliance)
     # Creation date and file /ID are the only time-dependent bytes; pin them to the invoice.
     pdf.set_creation_date(datetime.combine(data.issue_date, time(0), tzinfo=timezone.utc))
     pdf.set_title(f"{data.document_title} {data.invoice_number}")
@@ -365,7 +391,12 @@ def render_invoice_pdf(data: InvoicePdfData) -> bytes:
     _vat_notes(pdf, data)
     _payment_note(pdf, data)
     _itemised(pdf, data)
-    return bytes(pdf.output())
+    return pdf
+
+
+def write_pdf(pdf: FPDF) -> bytes:
+    """The bytes of a document from ``lay_out_invoice``."""
+    return bytes(pdf.output(output_producer_class=_OutputProducer))
 
 
 def _seller_block(pdf: FPDF, data: InvoicePdfData) -> None:
@@ -411,7 +442,8 @@ def _info_block(pdf: FPDF, data: InvoicePdfData) -> None:
     ]
     if data.due_date is not None:
         rows.append(("Fällig am / Due date", format_date(data.due_date)))
-    x, y = 112.0, 50.0
+    # 105 mm: the widest value (a service period "01.11.2026 – 30.11.2026") must end before the label column does.
+    x, y = 105.0, 50.0
     for index, (label, value) in enumerate(rows):
         pdf.set_xy(x, y)
         pdf.set_font(_FONT, "", 8)
@@ -444,65 +476,44 @@ def _reference(pdf: FPDF, data: InvoicePdfData) -> None:
 
 
 _HEADINGS = FontFace(emphasis="B", size_pt=8, fill_color=_HEAD_FILL)
+_LINES_TABLE = TableLayout(
+    col_widths=(10, 61, 15, 16, 24, 13, 31),
+    text_align=("RIGHT", "LEFT", "RIGHT", "LEFT", "RIGHT", "RIGHT", "RIGHT"),
+    headings_style=_HEADINGS,
+    line_height=4.5,
+    padding=(1.2, 1.5),
+    v_align="TOP",
+)
+_VAT_TABLE = TableLayout(
+    col_widths=(60, 20, 45, 45),
+    text_align=("LEFT", "RIGHT", "RIGHT", "RIGHT"),
+    headings_style=_HEADINGS,
+    line_height=4.5,
+    padding=(1.2, 1.5),
+)
 
 
 def _lines_table(pdf: FPDF, data: InvoicePdfData) -> None:
     pdf.set_font(_FONT, "", 8.5)
     pdf.set_draw_color(*_RULE)
-    with pdf.table(
-        col_widths=(10, 61, 15, 16, 24, 13, 31),
-        text_align=("RIGHT", "LEFT", "RIGHT", "LEFT", "RIGHT", "RIGHT", "RIGHT"),
-        headings_style=_HEADINGS,
-        borders_layout=TableBordersLayout.HORIZONTAL_LINES,
-        line_height=4.5,
-        padding=(1.2, 1.5),
-        v_align="TOP",
-        width=pdf.epw,
-    ) as table:
-        table.row(
-            ("Pos.", "Beschreibung / Description", "Menge", "Einheit", "Einzelpreis", "USt", "Netto")
-        )
-        for ln in sorted(data.lines, key=lambda ln: ln.line_no):
-            description = ln.description if ln.period is None else f"{ln.description}\n{ln.period}"
-            unit_price = (
-                "" if ln.unit_price is None else format_eur(ln.unit_price, data.currency, max_decimals=4)
-            )
-            table.row(
-                (
-                    str(ln.line_no),
-                    description,
-                    format_quantity(ln.quantity),
-                    ln.unit,
-                    unit_price,
-                    format_rate(ln.vat_rate),
-                    format_eur(ln.net_amount, data.currency),
-                )
-            )
+    rows = []
+    for ln in sorted(data.lines, key=lambda ln: ln.line_no):
+        description = ln.description if ln.period is None else f"{ln.description}\n{ln.period}"
+        unit_price = "" if ln.unit_price is None else format_eur(ln.unit_price, data.currency, max_decimals=4)
+        rows.append((str(ln.line_no), description, format_quantity(ln.quantity), ln.unit, unit_price,
+                     format_rate(ln.vat_rate), format_eur(ln.net_amount, data.currency)))
+    draw_table(pdf, _LINES_TABLE, ("Pos.", "Beschreibung / Description", "Menge", "Einheit", "Einzelpreis", "USt", "Netto"), rows)
     pdf.ln(4)
 
 
 def _vat_table(pdf: FPDF, data: InvoicePdfData) -> None:
     pdf.set_font(_FONT, "", 8.5)
-    with pdf.table(
-        col_widths=(60, 20, 45, 45),
-        text_align=("LEFT", "RIGHT", "RIGHT", "RIGHT"),
-        headings_style=_HEADINGS,
-        borders_layout=TableBordersLayout.HORIZONTAL_LINES,
-        line_height=4.5,
-        padding=(1.2, 1.5),
-        width=pdf.epw,
-    ) as table:
-        table.row(("USt-Kategorie / VAT category", "Satz", "Bemessungsgrundlage", "USt-Betrag"))
-        for vat in sorted(data.vat_breakdown, key=lambda v: (v.vat_category, -v.vat_rate)):
-            label = _VAT_CATEGORY_LABELS.get(vat.vat_category)
-            table.row(
-                (
-                    f"{vat.vat_category} – {label}" if label else vat.vat_category,
-                    format_rate(vat.vat_rate),
-                    format_eur(vat.taxable_amount, data.currency),
-                    format_eur(vat.tax_amount, data.currency),
-                )
-            )
+    rows = []
+    for vat in sorted(data.vat_breakdown, key=lambda v: (v.vat_category, -v.vat_rate)):
+        label = _VAT_CATEGORY_LABELS.get(vat.vat_category)
+        rows.append((f"{vat.vat_category} – {label}" if label else vat.vat_category, format_rate(vat.vat_rate),
+                     format_eur(vat.taxable_amount, data.currency), format_eur(vat.tax_amount, data.currency)))
+    draw_table(pdf, _VAT_TABLE, ("USt-Kategorie / VAT category", "Satz", "Bemessungsgrundlage", "USt-Betrag"), rows)
     pdf.ln(4)
 
 

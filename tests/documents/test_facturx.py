@@ -1,4 +1,7 @@
-"""Factur-X / ZUGFeRD hybrid invoice: o2c's invoice PDF with the CII XML inside, declared PDF/A-3."""
+"""Factur-X / ZUGFeRD hybrid invoice: o2c's invoice PDF with the CII XML inside, declared PDF/A-3.
+
+Every check runs on both ways of making one: written in one pass by fpdf2 (``render_facturx_pdf``, what
+the bill run uses) and the finished PDF re-written by the factur-x package (``embed_facturx``)."""
 from __future__ import annotations
 
 import re
@@ -11,18 +14,22 @@ from pypdf import PdfReader
 
 from adapters.documents import InvoicePdfData, PdfLine, PdfParty, PdfVat, render_invoice_pdf
 from adapters.documents.einvoice import EInvoiceDocument, build_cii_xml
-from adapters.documents.facturx import embed_facturx, extract_facturx_xml
+from adapters.documents.facturx import embed_facturx, extract_facturx_xml, render_facturx_pdf
 from tests.documents.test_einvoice_xml import SCENARIOS
 from tests.documents.validators import all_errors
 
 
 def invoice_pdf(doc: EInvoiceDocument) -> bytes:
     """The printed invoice for ``doc``, built the way activities.invoice_issuer builds it."""
+    return render_invoice_pdf(invoice_data(doc))
+
+
+def invoice_data(doc: EInvoiceDocument) -> InvoicePdfData:
     def party(p) -> PdfParty:  # noqa: ANN001
         a = p.address
         return PdfParty(name=p.name, vat_id=p.vat_id, address_lines=[a.line1 or "", f"{a.postcode} {a.city}", a.country_code])
 
-    return render_invoice_pdf(InvoicePdfData(
+    return InvoicePdfData(
         invoice_number=doc.number, issue_date=doc.issue_date, due_date=doc.due_date or doc.issue_date,
         service_period=f"{doc.period_start:%d.%m.%Y} – {doc.period_end:%d.%m.%Y}",
         seller=party(doc.seller), buyer=party(doc.buyer), customer_number=doc.buyer.customer_id or "-",
@@ -33,15 +40,16 @@ def invoice_pdf(doc: EInvoiceDocument) -> bytes:
         vat_breakdown=[PdfVat(vat_category=v.category, vat_rate=v.rate, taxable_amount=v.taxable_amount, tax_amount=v.tax_amount)
                        for v in doc.vat_breakdown],
         net_total=doc.net_total, vat_total=doc.vat_total, gross_total=doc.gross_total, payment_note=doc.payment_terms,
-    ))
+    )
 
 
-@pytest.fixture(scope="module")
-def standard() -> tuple[bytes, bytes, bytes]:
+@pytest.fixture(scope="module", params=["one_pass", "factur_x_library"])
+def standard(request: pytest.FixtureRequest) -> tuple[bytes, bytes, bytes]:
     doc = SCENARIOS["standard-19"]().document()
     pdf = invoice_pdf(doc)
     xml = build_cii_xml(doc, profile="en16931")
-    return pdf, xml, embed_facturx(pdf, xml)
+    hybrid = render_facturx_pdf(invoice_data(doc), xml) if request.param == "one_pass" else embed_facturx(pdf, xml)
+    return pdf, xml, hybrid
 
 
 def xmp(pdf: bytes) -> etree._Element:
@@ -94,8 +102,36 @@ def test_the_printed_invoice_is_unchanged(standard: tuple[bytes, bytes, bytes]) 
 def test_xrechnung_xml_embeds_as_en16931_level() -> None:
     doc = SCENARIOS["xrechnung"]().document()
     xml = build_cii_xml(doc, profile="xrechnung")
-    hybrid = embed_facturx(invoice_pdf(doc), xml)
-    assert extract_facturx_xml(hybrid) == xml
+    assert extract_facturx_xml(embed_facturx(invoice_pdf(doc), xml)) == xml
+    assert extract_facturx_xml(render_facturx_pdf(invoice_data(doc), xml)) == xml
+
+
+def test_one_pass_document_is_byte_identical_for_the_same_input_and_dated_by_the_invoice() -> None:
+    doc = SCENARIOS["standard-19"]().document()
+    xml = build_cii_xml(doc, profile="en16931")
+    hybrid = render_facturx_pdf(invoice_data(doc), xml)
+    assert render_facturx_pdf(invoice_data(doc), xml) == hybrid
+    created = f"{doc.issue_date:%Y-%m-%d}T00:00:00+00:00"
+    root = xmp(hybrid)
+    assert xmp_value(root, "http://ns.adobe.com/xap/1.0/", "CreateDate") == created
+    (title,) = root.xpath("//*[local-name()='title']//*[local-name()='li']/text()")
+    assert title.endswith(doc.number)
+    assert hybrid.startswith(b"%PDF-1.7")  # PDF/A-3 is based on PDF 1.7
+    # PDF/A: the file attachment says what it is and when it was made, and there is no /Info to contradict the XMP.
+    catalog = PdfReader(BytesIO(hybrid)).trailer["/Root"]
+    (spec,) = [ref.get_object() for ref in catalog["/AF"]]
+    embedded = spec["/EF"]["/F"].get_object()
+    assert embedded["/Subtype"] == "/text/xml" and embedded["/Params"]["/Size"] == len(xml)
+    assert "/Info" not in PdfReader(BytesIO(hybrid)).trailer
+
+
+def test_one_pass_refuses_what_a_receiver_would_reject() -> None:
+    doc = SCENARIOS["standard-19"]().document()
+    xml = build_cii_xml(doc, profile="en16931")
+    with pytest.raises(ValueError, match="level 'en16931'"):
+        render_facturx_pdf(invoice_data(doc), xml, level="extended")
+    with pytest.raises(ValueError, match="well-formed"):
+        render_facturx_pdf(invoice_data(doc), b"<rsm:CrossIndustryInvoice")
 
 
 def test_refuses_what_a_receiver_would_reject(standard: tuple[bytes, bytes, bytes]) -> None:
@@ -111,3 +147,13 @@ def test_refuses_what_a_receiver_would_reject(standard: tuple[bytes, bytes, byte
         embed_facturx(b"<html/>", xml)
     with pytest.raises(ValueError, match="well-formed"):
         embed_facturx(pdf, b"<rsm:CrossIndustryInvoice")
+
+
+def test_one_pass_metadata_escapes_what_xml_would_choke_on() -> None:
+    doc = SCENARIOS["standard-19"]().document()
+    xml = build_cii_xml(doc, profile="en16931")
+    data = invoice_data(doc)
+    data = data.model_copy(update={"seller": data.seller.model_copy(update={"name": "Müller & Söhne <Telekom> GmbH"})})
+    root = xmp(render_facturx_pdf(data, xml))
+    (creator,) = root.xpath("//*[local-name()='creator']//*[local-name()='li']/text()")
+    assert creator == "Müller & Söhne <Telekom> GmbH"
