@@ -298,7 +298,7 @@ def computation_only(db_url: str, settings, catalog, profile, accounts: list[tup
     inner = Stats()
     originals = {}
     for name, label in (("_gather", "db_inputs"), ("_unbilled_usage", "db_usage_rows"), ("compute_cycle_charges", "domain_charges"),
-                        ("cycle_charges_domain", "domain_charges")):
+                        ("compute_cycle_lines", "domain_charges"), ("cycle_charges_domain", "domain_charges")):
         fn = getattr(invoice_charges, name, None)
         if callable(fn):
             originals[name] = fn

@@ -2,7 +2,7 @@
 per account, in-process against PostgreSQL, with the bill-run bench's accounts (bench/billrun.py `seed`).
 
 Usage: .venv/bin/python bench/billrun_compute.py [--accounts 300] [--records-per-account 100] [--db-url URL]
-       [--keep] [--profile N] [--repeat 3] [--batch]
+       [--keep] [--profile N] [--repeat 3] [--batch] [--workers N]
 
 Without --db-url a fresh migrated database is created and seeded (dropped afterwards unless --keep, which prints
 its URL so later runs can reuse the same rows with --db-url). `--profile N` prints a cProfile of the first N
@@ -10,8 +10,11 @@ accounts. Each repeat computes every account in one session and writes nothing; 
 PendingCharge (line, keys, usage ids, billed fees) and of each invoice's totals, so two code versions run against
 the same database can be compared for identical results. `--batch` also times the set-based
 `cycle_charges_many` for all accounts (products and accounts read in one query each; its fingerprint must equal
-the per-account one). Final line: one JSON object with
-`computation_accounts_per_s` (best of the repeats).
+the per-account one); `batch_cpu_accounts_per_s` counts this process's CPU time only (the rate it would have on
+an idle machine, database work aside). `--workers N` (N > 1) also times the batch split over N processes, each
+taking a contiguous share of the accounts (`workers_accounts_per_s`, wall clock from start to the last one
+done; its fingerprint, over the same accounts in the same order, must equal the others). Final line: one JSON
+object with `computation_accounts_per_s` (best of the repeats).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import argparse
 import cProfile
 import hashlib
 import json
+import multiprocessing
 import os
 import pstats
 import sys
@@ -110,6 +114,45 @@ def run_batch(engine, catalog, profile, account_ids: list[str], digest=None, pro
     return time.perf_counter() - started
 
 
+class _Collected(list):
+    """What a worker process hashes, handed back so the parent hashes every account in order (one fingerprint)."""
+
+    def update(self, data: bytes) -> None:
+        self.append(data)
+
+
+_worker_state: dict = {}
+
+
+def _worker_init(db_url: str) -> None:
+    from config.catalog_loader import load_catalog
+    from config.settings import Settings
+    from persistence.db import engine_for
+
+    _worker_state.update(profile=_profile_spec(), catalog=load_catalog(Settings(database_url=db_url).catalog_path), engine=engine_for(db_url))
+
+
+def _worker_batch(task: tuple[list[str], bool]) -> list[bytes] | None:
+    account_ids, fingerprint = task
+    digest = _Collected() if fingerprint else None
+    run_batch(_worker_state["engine"], _worker_state["catalog"], _worker_state["profile"], account_ids, digest)
+    return digest
+
+
+def run_workers(pool, account_ids: list[str], workers: int, digest=None) -> float:
+    """`run_batch` over `workers` processes (started beforehand), each a contiguous share of the accounts: wall seconds."""
+    size = -(-len(account_ids) // workers)
+    shares = [account_ids[n:n + size] for n in range(0, len(account_ids), size)]
+    started = time.perf_counter()
+    results = pool.map(_worker_batch, [(share, digest is not None) for share in shares])
+    elapsed = time.perf_counter() - started
+    if digest is not None:
+        for collected in results:
+            for data in collected:
+                digest.update(data)
+    return elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--accounts", type=int, default=300)
@@ -120,6 +163,7 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=0, help="cProfile the first N accounts")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch", action="store_true", help="also measure the set-based cycle_charges_many and compare its fingerprint")
+    parser.add_argument("--workers", type=int, default=1, help="with --batch: also time it split over this many processes")
     args = parser.parse_args()
 
     from config.catalog_loader import load_catalog
@@ -156,9 +200,21 @@ def main() -> None:
             run_batch(engine, catalog, profile, account_ids, batch_digest, batch_profiler)
             if batch_profiler is not None:
                 pstats.Stats(batch_profiler).sort_stats("cumulative").print_stats(45)
-            batch_times = [run_batch(engine, catalog, profile, account_ids) for _ in range(args.repeat)]
+            batch_times, batch_cpu = [], []
+            for _ in range(args.repeat):
+                cpu_before = time.process_time()
+                batch_times.append(run_batch(engine, catalog, profile, account_ids))
+                batch_cpu.append(time.process_time() - cpu_before)
             batch = {"batch_computation_accounts_per_s": round(len(account_ids) / min(batch_times), 1),
-                     "batch_runs_s": [round(t, 3) for t in batch_times], "batch_fingerprint": batch_digest.hexdigest()[:16]}
+                     "batch_runs_s": [round(t, 3) for t in batch_times], "batch_fingerprint": batch_digest.hexdigest()[:16],
+                     "batch_cpu_accounts_per_s": round(len(account_ids) / min(batch_cpu), 1)}
+            if args.workers > 1:
+                with multiprocessing.get_context("spawn").Pool(args.workers, _worker_init, (db_url,)) as pool:
+                    workers_digest = hashlib.sha256()
+                    run_workers(pool, account_ids, args.workers, workers_digest)  # warm-up, fingerprint
+                    workers_times = [run_workers(pool, account_ids, args.workers) for _ in range(args.repeat)]
+                batch.update({"workers": args.workers, "workers_accounts_per_s": round(len(account_ids) / min(workers_times), 1),
+                              "workers_runs_s": [round(t, 3) for t in workers_times], "workers_fingerprint": workers_digest.hexdigest()[:16]})
         print(json.dumps({"accounts": len(account_ids), "computation_accounts_per_s": round(len(account_ids) / best, 1),
                           "runs_s": [round(t, 3) for t in times], "fingerprint": digest.hexdigest()[:16], **batch, "db_url": db_url if args.keep or args.db_url else None,
                           "load_before": load_before, "load_after": billrun.load()}))

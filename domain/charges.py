@@ -14,7 +14,9 @@ carries:
   its fee in cents. Each recurring line comes with the `BilledFee` to store; stored and passed
   back, the same cycle never yields the same line again (never billed twice, never lost).
 * Usage in arrears: rated records not yet billed whose event is before P's end and which arrived
-  before the cut-off (P's end + `usage_grace`); later arrivals wait for the next invoice.
+  before the cut-off (P's end + `usage_grace`); later arrivals wait for the next invoice. One line per
+  product, usage type and usage period. The records come one by one (`usage`) or, where the caller has
+  already picked the billable ones, summed per line (`usage_summaries`: totals and ids); both give the same line.
 * One-time charges (activation fee, hardware) not yet billed, incurred before P's end.
 * Discounts: percentage or fixed, on a product's recurring fee (per service cycle) or on the whole
   invoice (per invoice cycle), for N cycles from a first cycle. Never more than what they reduce.
@@ -35,9 +37,10 @@ account-local dates, end exclusive). Amounts on lines are whole cents.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Context, Decimal, localcontext
+from functools import lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -56,6 +59,15 @@ from domain.invoicing import ChargeLine, ComputedInvoice, compute_invoice
 from domain.money import MICRO, ExactDecimal, Money, to_cents
 from domain.proration import period_units, prorated_part, unit_index
 from domain.vat import DOMESTIC, VatRateClass, VatTreatment, line_vat
+
+# A bill run asks the same questions for account after account: the same cycle's periods, the same fees
+# prorated over the same spans, the VAT of the same rate class. Each answer is a pure function of hashable
+# values (exact arithmetic, whatever the decimal context), so it is worked out once. Equal arguments written
+# differently (a fee of 20 or 20.00, an instant in another zone) share an entry, which is right: the same answer.
+_period_containing = lru_cache(maxsize=1024)(period_containing)
+_next_period = lru_cache(maxsize=1024)(next_period)
+_prorated_part = lru_cache(maxsize=4096)(prorated_part)
+_line_vat = lru_cache(maxsize=64)(line_vat)
 
 _ZERO = Decimal("0.00")
 # A fixed context, so results never depend on the caller's (activities and workflows must be deterministic).
@@ -200,6 +212,29 @@ class UsageItem(_Frozen):
     chargeable_units: int = 0
 
 
+class UsageSummary(_Frozen):
+    """Rated records of one product and usage type that this invoice bills, summed by the caller (e.g. in
+    SQL) because their line needs only totals: every one is billable (event before the period end, arrived
+    before the cut-off) and all fall in one usage period, which `CycleInputs` checks from the bounds.
+    Gives the same line as the records passed one by one in `usage`; exact, since amounts add without
+    rounding (a line rounds its sum to cents)."""
+
+    product_id: str
+    usage_type: str  # voice | sms | data
+    record_ids: list[str] = Field(min_length=1)  # what the line marks billed
+    first_event_at: UtcDatetime  # the plan in effect then names the line
+    last_event_at: UtcDatetime
+    last_received_at: UtcDatetime
+    amount: Money  # the records' rated amounts added up, net
+    chargeable_units: int = 0  # added up
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UsageSummary:
+        if self.last_event_at < self.first_event_at:
+            raise ValueError("a usage summary's last event cannot precede its first")
+        return self
+
+
 class OneTimeCharge(_Frozen):
     """A non-recurring charge, e.g. an activation fee or a handset; `key` marks it billed."""
 
@@ -252,6 +287,7 @@ class CycleInputs(_Frozen):
     products: list[ProductTimeline] = Field(default_factory=list)
     billed_fees: list[BilledFee] = Field(default_factory=list)
     usage: list[UsageItem] = Field(default_factory=list)  # rated, not yet billed
+    usage_summaries: list[UsageSummary] = Field(default_factory=list)  # more such records, billable, summed by the caller
     usage_grace: timedelta = timedelta(0)
     one_time: list[OneTimeCharge] = Field(default_factory=list)
     billed_keys: list[str] = Field(default_factory=list)  # one-time charges already invoiced
@@ -263,12 +299,18 @@ class CycleInputs(_Frozen):
 
     @model_validator(mode="after")
     def _consistent(self) -> CycleInputs:
-        if period_containing(self.spec, self.period.start) != self.period:
+        if _period_containing(self.spec, self.period.start) != self.period:
             raise ValueError("period is not a period of spec")
         if self.usage_grace < timedelta(0):
             raise ValueError("usage_grace cannot be negative")
         _require_unique([p.product_id for p in self.products], "product_id")
-        _require_unique([u.record_id for u in self.usage], "usage record_id")
+        _require_unique([u.record_id for u in self.usage] + [i for s in self.usage_summaries for i in s.record_ids], "usage record_id")
+        cutoff = self.period.end + self.usage_grace
+        for summary in self.usage_summaries:
+            if summary.last_event_at >= self.period.end or summary.last_received_at >= cutoff:
+                raise ValueError(f"usage summary of {summary.product_id} {summary.usage_type} holds records this invoice does not bill")
+            if _usage_period(self, summary.first_event_at).start != _usage_period(self, summary.last_event_at).start:
+                raise ValueError(f"usage summary of {summary.product_id} {summary.usage_type} spans more than one usage period")
         _require_unique([c.key for c in self.one_time], "one-time charge key")
         _require_unique([d.id for d in self.discounts], "discount id")
         known = {p.product_id for p in self.products}
@@ -357,7 +399,15 @@ def compute_cycle_charges(inputs: CycleInputs) -> CycleChargesResult:
         return _compute(inputs)
 
 
-def _compute(inputs: CycleInputs) -> CycleChargesResult:
+def compute_cycle_lines(inputs: CycleInputs) -> list[CycleCharge]:
+    """The charges of `compute_cycle_charges` alone, without totalling the invoice: for a caller that totals
+    the lines it issues itself (activities.invoice_issuer does), so a bill run does not total each invoice twice."""
+    with localcontext(_CONTEXT):
+        return _charges(inputs)[0]
+
+
+def _charges(inputs: CycleInputs) -> tuple[list[CycleCharge], list[UsageItem], list[str]]:
+    """(the invoice's charges, the usage records it leaves for a later one, the one-time charges it defers)."""
     charges: list[CycleCharge] = []
     for product in inputs.products:
         charges += _recurring_charges(inputs, product)
@@ -369,7 +419,11 @@ def _compute(inputs: CycleInputs) -> CycleChargesResult:
     charges += _usage_charges(inputs, partition.billable)
 
     charges += _invoice_discounts(inputs, [c.line for c in charges])
+    return charges, partition.deferred, deferred_keys
 
+
+def _compute(inputs: CycleInputs) -> CycleChargesResult:
+    charges, deferred_usage, deferred_keys = _charges(inputs)
     invoice = compute_invoice([c.line for c in charges])
     credit = _apply_credit(inputs, invoice.totals.gross_total)
     amount_due = max(invoice.totals.gross_total - credit.applied, _ZERO)
@@ -380,7 +434,7 @@ def _compute(inputs: CycleInputs) -> CycleChargesResult:
         vat_treatment=inputs.vat,
         credit=credit,
         amount_due=amount_due,
-        deferred_usage_ids=[u.record_id for u in partition.deferred],
+        deferred_usage_ids=[u.record_id for u in deferred_usage],
         deferred_one_time_keys=deferred_keys,
     )
 
@@ -422,13 +476,13 @@ class _Run:
 
 
 def _reconciled_periods(inputs: CycleInputs) -> list[BillingPeriod]:
-    upcoming = next_period(inputs.spec, inputs.period)
+    upcoming = _next_period(inputs.spec, inputs.period)
     first = inputs.period
     if inputs.reconcile_since is not None and inputs.reconcile_since < inputs.period.start:
-        first = period_containing(inputs.spec, inputs.reconcile_since)
+        first = _period_containing(inputs.spec, inputs.reconcile_since)
     periods = [first]
     while periods[-1].start < upcoming.start:
-        periods.append(next_period(inputs.spec, periods[-1]))
+        periods.append(_next_period(inputs.spec, periods[-1]))
         if len(periods) > MAX_RECONCILED_CYCLES:
             raise ValueError(f"reconcile_since reaches back more than {MAX_RECONCILED_CYCLES} cycles")
     return periods
@@ -527,7 +581,7 @@ def _run_charges(
     discounts: list[Discount],
 ) -> list[CycleCharge]:
     spec = inputs.spec
-    vat = line_vat(inputs.vat, product.vat_rate_class)
+    vat = _line_vat(inputs.vat, product.vat_rate_class)
     fee, net_fee = run.key.monthly_fee, run.key.net_fee
     whole = run.start == 0 and run.end == total
     span_text = _span_text(spec, period, run.start, run.end, total)
@@ -541,7 +595,7 @@ def _run_charges(
         quantity, unit, unit_price = Decimal((run.end - run.start) * run.times), "DAY", None
     else:
         quantity, unit, unit_price = Decimal(run.times), "EA", None
-    amount = prorated_part(fee, run.start, run.end, total) * run.times
+    amount = _prorated_part(fee, run.start, run.end, total) * run.times
     description = (
         f"Credit: {plan_name} monthly fee{label}, not used {span_text}"
         if credit
@@ -581,7 +635,7 @@ def _run_charges(
         # The discount's share of the run, prorated like the fee itself (cumulative rounding, so a
         # cycle's shares add up to the whole discount), and never more than the fee's share.
         reduction = min(
-            prorated_part(fee - net_fee, run.start, run.end, total), prorated_part(fee, run.start, run.end, total)
+            _prorated_part(fee - net_fee, run.start, run.end, total), _prorated_part(fee, run.start, run.end, total)
         ) * run.times
         if reduction:
             names = ", ".join(d.name for d in discounts) or "discount"
@@ -629,7 +683,7 @@ def _net_fee(fee: Decimal, discounts: list[Discount]) -> Decimal:
 
 
 def _in_window(spec: CycleSpec, discount: Discount, period: BillingPeriod) -> bool:
-    first = period_containing(spec, discount.first_cycle_at)
+    first = _period_containing(spec, discount.first_cycle_at)
     if spec.kind == "monthly":
         index = (period.local_start.year * 12 + period.local_start.month) - (first.local_start.year * 12 + first.local_start.month)
     else:
@@ -646,6 +700,7 @@ def _instant(spec: CycleSpec, period: BillingPeriod, unit: int) -> datetime:
     return local_midnight(period.local_start + timedelta(days=unit), zone(spec.timezone))
 
 
+@lru_cache(maxsize=4096)  # pure, and the same for every account of a cycle (see _period_containing)
 def _local_dates(spec: CycleSpec, period: BillingPeriod, start: int, end: int) -> tuple[date, date]:
     if spec.kind == "monthly":
         return period.local_start + timedelta(days=start), period.local_start + timedelta(days=end)
@@ -655,6 +710,7 @@ def _local_dates(spec: CycleSpec, period: BillingPeriod, start: int, end: int) -
     return first, last + timedelta(days=1)
 
 
+@lru_cache(maxsize=4096)  # pure, and the same for every account of a cycle (see _period_containing)
 def _span_text(spec: CycleSpec, period: BillingPeriod, start: int, end: int, total: int) -> str:
     if spec.kind == "monthly":
         first, after = _local_dates(spec, period, start, end)
@@ -666,6 +722,7 @@ def _span_text(spec: CycleSpec, period: BillingPeriod, start: int, end: int, tot
     return f"{first_at.isoformat()} to {end_at.isoformat()}"
 
 
+@lru_cache(maxsize=4096)  # pure, and the same for every account of a cycle (see _period_containing)
 def _period_text(period: BillingPeriod) -> str:
     return f"{period.local_start.isoformat()} to {(period.local_end - timedelta(days=1)).isoformat()}"
 
@@ -686,7 +743,7 @@ def _one_time_charges(inputs: CycleInputs) -> tuple[list[CycleCharge], list[str]
         if item.incurred_at >= inputs.period.end:
             deferred.append(item.key)
             continue
-        vat = line_vat(inputs.vat, item.vat_rate_class)
+        vat = _line_vat(inputs.vat, item.vat_rate_class)
         day = item.incurred_at.astimezone(tz).date()
         charges.append(
             CycleCharge(
@@ -710,35 +767,69 @@ def _one_time_charges(inputs: CycleInputs) -> tuple[list[CycleCharge], list[str]
     return charges, deferred
 
 
+def _usage_period(inputs: CycleInputs, instant: datetime) -> BillingPeriod:
+    closed = inputs.period  # a period of spec (CycleInputs checks): most usage falls in it, no need to look it up
+    return closed if closed.start <= instant < closed.end else period_containing(inputs.spec, instant)
+
+
+@dataclass
+class _UsageGroup:
+    """One usage line's records as they are added up: from single records and summaries alike."""
+
+    period: BillingPeriod
+    first_event_at: datetime
+    count: int = 0
+    amount: Decimal = Decimal(0)
+    units: int = 0
+    record_ids: list[str] = field(default_factory=list)
+
+    def add(self, first_event_at: datetime, count: int, amount: Decimal, units: int, record_ids: list[str]) -> None:
+        self.first_event_at = min(self.first_event_at, first_event_at)
+        self.count += count
+        self.amount += amount
+        self.units += units
+        self.record_ids += record_ids
+
+
 def _usage_charges(inputs: CycleInputs, records: list[UsageItem]) -> list[CycleCharge]:
     products = {p.product_id: (number, p) for number, p in enumerate(inputs.products)}
-    groups: dict[tuple[datetime, int, str, str], tuple[BillingPeriod, list[UsageItem]]] = {}
-    closed = inputs.period  # a period of spec (CycleInputs checks): most records fall in it, no need to look theirs up
+    groups: dict[tuple[datetime, int, str, str], _UsageGroup] = {}
+
+    def group(product_id: str, usage_type: str, event_time: datetime) -> _UsageGroup:
+        usage_period = _usage_period(inputs, event_time)
+        number = products[product_id][0] if product_id in products else len(products)
+        key = (usage_period.start, number, product_id, usage_type)
+        found = groups.get(key)
+        if found is None:
+            found = groups[key] = _UsageGroup(usage_period, event_time)
+        return found
+
     for record in records:
-        usage_period = closed if closed.start <= record.event_time < closed.end else period_containing(inputs.spec, record.event_time)
-        number = products[record.product_id][0] if record.product_id in products else len(products)
-        key = (usage_period.start, number, record.product_id, record.usage_type)
-        groups.setdefault(key, (usage_period, []))[1].append(record)
+        group(record.product_id, record.usage_type, record.event_time).add(record.event_time, 1, record.amount, record.chargeable_units,
+                                                                           [record.record_id])
+    for summary in inputs.usage_summaries:  # CycleInputs checked that each lies in one usage period
+        group(summary.product_id, summary.usage_type, summary.first_event_at).add(
+            summary.first_event_at, len(summary.record_ids), summary.amount, summary.chargeable_units, summary.record_ids)
     charges: list[CycleCharge] = []
     for key in sorted(groups):
-        usage_period, group = groups[key]
+        found = groups[key]
+        usage_period, count = found.period, found.count
         product_id, usage_type = key[2], key[3]
         product = products.get(product_id, (0, None))[1]
         label, unit = USAGE_LABELS.get(usage_type, (f"Usage: {usage_type}", "C62"))
-        plan = _plan_at(product, group[0].event_time) if product else None
+        plan = _plan_at(product, found.first_event_at) if product else None  # at the line's earliest record, in whatever order they came
         owner = f"{plan.name} " if plan else ""
         owner_label = f" ({product.label})" if product and product.label else ""
-        vat = line_vat(inputs.vat, product.vat_rate_class if product else "standard")
-        amount = sum((r.amount for r in group), Decimal(0))
+        vat = _line_vat(inputs.vat, product.vat_rate_class if product else "standard")
         late = " (late records)" if usage_period.end <= inputs.period.start else ""
         charges.append(
             CycleCharge(
                 line=ChargeLine(
                     kind="usage",
-                    description=f"{owner}{label}{owner_label}, {_period_text(usage_period)}{late}, {len(group)} record{'' if len(group) == 1 else 's'}",
-                    quantity=Decimal(sum(r.chargeable_units for r in group)),
+                    description=f"{owner}{label}{owner_label}, {_period_text(usage_period)}{late}, {count} record{'' if count == 1 else 's'}",
+                    quantity=Decimal(found.units),
                     unit=unit,
-                    net_amount=to_cents(amount),
+                    net_amount=to_cents(found.amount),
                     vat_rate=vat.rate,
                     vat_category=vat.category,
                     period_start=usage_period.local_start,
@@ -746,7 +837,7 @@ def _usage_charges(inputs: CycleInputs, records: list[UsageItem]) -> list[CycleC
                     product_id=product_id,
                 ),
                 source="usage",
-                usage_ids=sorted(r.record_id for r in group),
+                usage_ids=sorted(found.record_ids),
             )
         )
     return charges
