@@ -101,6 +101,7 @@ def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecuto
         activities=build_activities(settings, profiles),
         activity_executor=executor,
         max_concurrent_activities=32,
+        max_cached_workflows=settings.worker_max_cached_workflows,
         # Let in-flight activities (an OSS call, a charge) finish on shutdown instead of being cancelled mid-way.
         graceful_shutdown_timeout=timedelta(seconds=20),
     )

@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     task_queue: str = "o2c"
+    # Account workflows the worker keeps in memory. One evicted from the cache replays its history when its timer
+    # fires, so a bill-cycle day with more due accounts than this costs far more CPU (bench/temporal_floor.py).
+    worker_max_cached_workflows: int = Field(default=1000, ge=0)
     database_url: str = f"sqlite:///{REPO_ROOT / 'var' / 'o2c.db'}"
     api_keys: str = DEFAULT_DEV_API_KEYS
     api_host: str = "127.0.0.1"
