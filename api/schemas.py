@@ -139,6 +139,15 @@ class SpendingLimitIn(TmfModel):
     hardCap: bool = False
 
 
+class TrafficDataHoldIn(TmfModel):
+    """o2c extension: a complaint about a bill is open, so the account's traffic data (called numbers, times,
+    roaming) is kept past its six months until the hold is released (`"trafficDataHold": null`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: NonEmpty = Field(max_length=500)
+
+
 class RoamingDataCapIn(TmfModel):
     """o2c extension: the EU roaming data cut-off limit (50 EUR of data a cycle while roaming outside roam-like-at-home,
     Regulation (EU) 2022/612). Every account has it unless it opts out (`optOut: true`); at 100 % roaming data
@@ -211,6 +220,7 @@ class BillingAccountUpdate(TmfModel):
     mandateAcceptance: MandateAcceptanceIn | None = None
     spendingLimit: SpendingLimitIn | None = None
     roamingDataCap: RoamingDataCapIn | None = None
+    trafficDataHold: TrafficDataHoldIn | None = Field(default=None, description="o2c extension: keep traffic data while a complaint is open; null releases")
     leitwegId: LeitwegId | None = None
     itemisedBill: bool | None = Field(default=None, description="o2c extension: itemised bill (EVN) appended to the invoice PDF")
     itemisedBillMaskLast3: bool | None = Field(default=None, description="o2c extension: EVN shows called numbers with the last 3 digits as xxx")

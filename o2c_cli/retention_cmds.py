@@ -15,6 +15,12 @@ def _erase(args: argparse.Namespace) -> None:
     settings = get_settings()
     migrate(settings.database_url)
     report = erase_expired_traffic_data(settings.database_url, datetime.now(timezone.utc), dry_run=args.dry_run)
+    if not args.dry_run:
+        from activities.traffic_retention import record_run_event
+        from services.query import in_transaction
+
+        if report.usage_records_erased or report.rejected_lines_erased or report.held_accounts:
+            in_transaction(settings.database_url, record_run_event, report)
     print(json.dumps(report.model_dump(mode="json"), indent=2))
 
 

@@ -49,6 +49,10 @@ class BillingAccount(SQLModel, table=True):
     spending_hard_cap: bool = False
     # The EU roaming data cut-off limit (domain.spending.EU_ROAMING_DATA_CAP) applies unless the customer opted out (0015).
     roaming_data_cap_opt_out: bool = False
+    # A complaint about a bill is open (migration 0017): the account's traffic data is kept past its six months
+    # until staff release the hold (domain.traffic_retention). None = no hold.
+    traffic_data_hold_reason: str | None = None
+    traffic_data_hold_since: datetime | None = _utc(default=None, nullable=True)
     # E-invoicing (migration 0011): a Leitweg-ID (BT-10) makes the embedded XML an XRechnung.
     leitweg_id: str | None = None
     # Itemised bill (EVN, §65 TKG): only on the customer's request; optionally the last 3 digits masked.
@@ -191,6 +195,33 @@ class RejectedUsage(SQLModel, table=True):
     received_at: datetime = _utc()
     # Set when the retention job erased the source line from `payload` (domain.traffic_retention).
     line_erased_at: datetime | None = _utc(default=None, nullable=True)
+    # The retention run walks the lines still kept by receipt time (migration 0017).
+    __table_args__ = (
+        Index("ix_rejected_usage_line_kept", "received_at", "id", postgresql_where=text("line_erased_at IS NULL"),
+              sqlite_where=text("line_erased_at IS NULL")),
+    )
+
+
+
+class TrafficRetentionRun(SQLModel, table=True):
+    """One run of the traffic data retention (services.traffic_retention): what it erased, which accounts it had to
+    keep, and how far it got. Counts are written in the transaction of each chunk they count, so a run that stops
+    halfway is on record for what it did; the next run goes on from `billed_before` of the last finished one."""
+
+    __tablename__ = "traffic_retention_run"
+    id: str = Field(primary_key=True)
+    as_of: datetime = _utc()
+    billed_before: datetime = _utc()  # usage of invoices issued at or before this was due
+    rejected_before: datetime = _utc()  # rejected lines received at or before this were due
+    scope: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # None: every account; else the ids it was limited to
+    started_at: datetime = _utc()
+    finished_at: datetime | None = _utc(default=None, nullable=True)
+    # Where the walk through due invoices stands: (issued_at, id) of the last one done.
+    cursor_issued_at: datetime | None = _utc(default=None, nullable=True)
+    cursor_invoice_id: str | None = None
+    usage_records_erased: int = Field(default=0, sa_type=BigInteger)
+    rejected_lines_erased: int = Field(default=0, sa_type=BigInteger)
+    held_accounts: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
 
 
 class AllowanceCounter(SQLModel, table=True):
@@ -248,7 +279,7 @@ class Invoice(SQLModel, table=True):
     period_end: datetime = _utc()
     local_period_start: date
     local_period_end: date
-    issued_at: datetime = _utc()
+    issued_at: datetime = _utc(index=True)  # the traffic data retention run walks invoices by issue date (0017)
     due_at: datetime = _utc()
     currency: str = "EUR"
     net_cents: int = Field(sa_type=BigInteger)

@@ -138,6 +138,32 @@ def roaming_data_cap_view(row: BillingAccount) -> dict[str, bool]:
     return {"optOut": row.roaming_data_cap_opt_out}
 
 
+def traffic_data_hold_view(row: BillingAccount) -> dict[str, str] | None:
+    if row.traffic_data_hold_reason is None:
+        return None
+    return {"reason": row.traffic_data_hold_reason, "since": row.traffic_data_hold_since.isoformat() if row.traffic_data_hold_since else None}
+
+
+def set_traffic_data_hold(session: Session, account_id: str, reason: str | None) -> BillingAccount:
+    """Places (reason) or releases (None) the complaint hold that keeps the account's traffic data past retention
+    (services.traffic_retention). Placing it again changes the reason and keeps its start."""
+    row = get_billing_account(session, account_id)
+    if row.traffic_data_hold_reason == reason:
+        return row
+    now = utcnow()
+    if reason is None:
+        message, kind = "Traffic data hold released: the data goes at the next retention run once past six months", "traffic_data_hold_released"
+        row.traffic_data_hold_since = None
+    else:
+        message, kind = f"Traffic data kept past retention while a complaint is open: {reason}", "traffic_data_hold_placed"
+        row.traffic_data_hold_since = row.traffic_data_hold_since or now
+    row.traffic_data_hold_reason = reason
+    session.add(row)
+    session.add(BusinessEvent(customer_id=row.customer_id, billing_account_id=row.id, kind=kind, message=message,
+                              data={"reason": reason}, at=now))
+    return row
+
+
 def _continuable(session: Session, account_id: str) -> BillingAccount:
     row = get_billing_account(session, account_id)
     if row.roaming_data_cap_opt_out:

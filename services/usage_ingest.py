@@ -522,7 +522,8 @@ def _insert_records(session: Session, rows: list[dict[str, Any]]) -> None:
         for start in range(0, len(rows), _INSERT_CHUNK):
             connection.execute(table.insert(), rows[start:start + _INSERT_CHUNK])
         return
-    columns = [c.name for c in table.columns if c.name in rows[0]]  # the others take their defaults, as with insert()
+    present = set().union(*rows)  # every key any row has: a value is never dropped for want of a column
+    columns = [c.name for c in table.columns if c.name in present]  # the others take their defaults, as with insert()
     json_columns = {c.name for c in table.columns if isinstance(c.type, JSON)}
     copy_sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
     try:

@@ -33,7 +33,8 @@ def spending_limit(body: SpendingLimitIn | None) -> SpendingLimit | None:
 
 def account_document(row) -> dict:
     """TMF666 BillingAccount with o2c's roaming data extension: `roamingDataCap.optOut`."""
-    return {**tmf.billing_account(row), "roamingDataCap": billing_accounts.roaming_data_cap_view(row)}
+    return {**tmf.billing_account(row), "roamingDataCap": billing_accounts.roaming_data_cap_view(row),
+            "trafficDataHold": billing_accounts.traffic_data_hold_view(row)}
 
 
 def _audit_change(request: Request, field: str, before, after) -> None:
@@ -109,7 +110,8 @@ async def get_billing_account(account_id: str, ctx: Ctx) -> JSONResponse:
 
 @router.patch("/billingAccount/{account_id}", dependencies=[writer("billingAccount")])
 async def update_billing_account(account_id: str, body: BillingAccountUpdate, request: Request, ctx: Ctx) -> JSONResponse:
-    """Changes the fields present in the body: spendingLimit (null removes it), leitwegId (null removes it),
+    """Changes the fields present in the body: spendingLimit (null removes it), trafficDataHold (a complaint is open:
+    traffic data is kept past retention; null releases it), leitwegId (null removes it),
     itemisedBill and itemisedBillMaskLast3 (they apply to documents issued from then on), defaultPaymentMethod
     (saved at the payment gateway first: a refused one is answered 422 payment_method_refused and nothing changes;
     the same method again calls no gateway; null removes it)."""
@@ -120,6 +122,8 @@ async def update_billing_account(account_id: str, body: BillingAccountUpdate, re
         row = await ctx.tx(billing_accounts.set_spending_limit, account_id, spending_limit(body.spendingLimit))
     if "roamingDataCap" in body.model_fields_set:
         row = await _change_roaming_data_cap(request, ctx, account_id, body)
+    if "trafficDataHold" in body.model_fields_set:
+        row = await _change_traffic_data_hold(request, ctx, account_id, body)
     document_fields = {"leitwegId": "leitweg_id", "itemisedBill": "itemised_bill", "itemisedBillMaskLast3": "itemised_mask_last3"}
     changes = {column: getattr(body, field) for field, column in document_fields.items() if field in body.model_fields_set}
     if changes:
@@ -129,6 +133,18 @@ async def update_billing_account(account_id: str, body: BillingAccountUpdate, re
                                [FieldError(field=next(f for f, c in document_fields.items() if c == column), code="null", message="true or false")])
         row = await ctx.tx(billing_accounts.set_document_options, account_id, changes)
     return JSONResponse(account_document(row))
+
+
+async def _change_traffic_data_hold(request: Request, ctx: Ctx, account_id: str, body: BillingAccountUpdate):
+    reason = body.trafficDataHold.reason if body.trafficDataHold is not None else None
+
+    def change(s):
+        before = billing_accounts.traffic_data_hold_view(billing_accounts.get_billing_account(s, account_id))
+        return billing_accounts.set_traffic_data_hold(s, account_id, reason), before
+
+    row, before = await ctx.tx(change)
+    _audit_change(request, "trafficDataHold", before, billing_accounts.traffic_data_hold_view(row))
+    return row
 
 
 async def _change_roaming_data_cap(request: Request, ctx: Ctx, account_id: str, body: BillingAccountUpdate):

@@ -9,7 +9,7 @@ import os
 import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from sqlmodel import select
 from temporalio.client import Client
@@ -18,8 +18,9 @@ from temporalio.worker import Worker
 from activities.traffic_retention import TrafficRetentionActivities
 from adapters.temporal.schedules import ensure_traffic_retention_schedule
 from persistence.db import migrate, session_scope
-from persistence.tables import BusinessEvent, Invoice, UsageRecord
-from services.traffic_retention import TrafficRetentionReport
+from persistence.tables import BillingAccount, BusinessEvent, Customer, Invoice, TrafficRetentionRun, UsageRecord
+from services.billing_accounts import set_traffic_data_hold
+from services.traffic_retention import TrafficRetentionReport, erase_expired_traffic_data
 from tests.api.conftest import TASK_QUEUE
 from worker import activities_of
 from workflows.traffic_retention import (TRAFFIC_RETENTION_SCHEDULE_ID, TRAFFIC_RETENTION_WORKFLOW, TrafficRetentionInput,
@@ -107,3 +108,49 @@ async def test_o2c_erase_traffic_data_counts_with_dry_run_then_erases(tmp_path) 
     done = await run()
     assert (done["dry_run"], done["usage_records_erased"]) == (False, 1)
     assert _destination(url, record_id) is None
+
+
+def _billed_record(url: str, account_id: str, issued_at: datetime) -> str:
+    invoice_id, record_id = str(uuid.uuid4()), f"ret-{uuid.uuid4().hex[:10]}"
+    with session_scope(url) as session:
+        session.add(Invoice(id=invoice_id, number=f"R-{uuid.uuid4().hex[:10]}", billing_account_id=account_id, customer_id="c-1", state="settled",
+                            period_start=issued_at - timedelta(days=31), period_end=issued_at, local_period_start=date(2025, 1, 1),
+                            local_period_end=date(2025, 2, 1), issued_at=issued_at, due_at=issued_at + timedelta(days=14), net_cents=1, vat_cents=0,
+                            gross_cents=1, lines=[], vat_breakdown=[]))
+        session.flush()
+        session.add(UsageRecord(id=record_id, usage_type="sms", msisdn="4915112345678", product_id="p-1", billing_account_id=account_id,
+                                event_time=issued_at - timedelta(days=3), quantity=1, status="billed", units=1, chargeable_units=1, amount_micros=90_000,
+                                period_start=issued_at - timedelta(days=31), invoice_id=invoice_id, received_at=issued_at - timedelta(days=3),
+                                destination="4917012345678"))
+    return record_id
+
+
+def test_each_run_walks_on_from_the_last_finished_one_and_revisits_accounts_it_had_to_keep(tmp_path) -> None:
+    """Unscoped runs, as the schedule makes them: the second reads only invoices issued after the first one's cutoff,
+    plus every invoice of an account the first one kept for a complaint (released since)."""
+    url = f"sqlite:///{tmp_path / 'walk.db'}"
+    migrate(url)
+    with session_scope(url) as session:
+        session.add(Customer(id="c-1", name="Erika Mustermann", address={}, created_at=AS_OF))
+        session.flush()
+        session.add(BillingAccount(id="ba-held", customer_id="c-1", name="held", timezone="Europe/Berlin", bill_cycle_day=1, billing_profile="standard",
+                                   cycle_anchor=AS_OF, created_at=AS_OF, traffic_data_hold_reason="complaint", traffic_data_hold_since=AS_OF))
+    old = _billed_record(url, "ba-1", datetime(2026, 1, 2, tzinfo=UTC))
+    held = _billed_record(url, "ba-held", datetime(2026, 1, 2, tzinfo=UTC))
+
+    first = erase_expired_traffic_data(url, AS_OF)
+    assert (first.usage_records_erased, first.held_accounts, first.done) == (1, ["ba-held"], True)
+    assert (_destination(url, old), _destination(url, held)) == (None, "4917012345678")
+
+    # The night after: one invoice issued just after the first run's cutoff is now due; the hold was released.
+    next_day = AS_OF + timedelta(days=1)
+    newly_due = _billed_record(url, "ba-1", first.billed_before + timedelta(hours=1))
+    not_yet = _billed_record(url, "ba-1", next_day - timedelta(days=150))
+    with session_scope(url) as session:
+        set_traffic_data_hold(session, "ba-held", None)
+    second = erase_expired_traffic_data(url, next_day)
+    assert (second.usage_records_erased, second.held_accounts) == (2, [])
+    assert (_destination(url, newly_due), _destination(url, held), _destination(url, not_yet)) == (None, None, "4917012345678")
+    with session_scope(url) as session:
+        runs = session.exec(select(TrafficRetentionRun).order_by(TrafficRetentionRun.as_of)).all()
+    assert [(r.usage_records_erased, r.finished_at is not None) for r in runs] == [(1, True), (2, True)]

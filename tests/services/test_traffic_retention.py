@@ -16,7 +16,9 @@ from config.profiles import load_billing_profiles
 from config.settings import get_settings
 from domain.traffic_retention import billed_traffic_cutoff, months_before, rejected_line_cutoff
 from persistence.db import session_scope
-from persistence.tables import Invoice, Refund, RejectedUsage, UsageRecord
+from persistence.tables import Invoice, Refund, RejectedUsage, TrafficRetentionRun, UsageRecord
+from services import traffic_retention as retention
+from services.billing_accounts import set_traffic_data_hold
 from services.traffic_retention import ERASED_PAYLOAD, erase_expired_traffic_data
 from services.usage_recycle import NOT_RECYCLABLE, recycle
 from tests.support.records import create_account_with_email
@@ -108,11 +110,13 @@ def test_usage_billed_six_months_ago_loses_number_country_and_time_but_keeps_wha
 
     assert (report.usage_records_erased, report.held_accounts, report.billed_before) == (1, [], CUTOFF)
     erased = _record(db_url, old)
-    assert (erased.destination, erased.roaming_country, erased.event_time, erased.traffic_erased_at) == (None, None, datetime(2026, 4, 1, tzinfo=UTC), AS_OF)
-    # What the invoice line and its explanation need is untouched.
+    # Whom, when and where: gone. The times become the period's start, so the record still falls in its invoice's period.
+    assert (erased.destination, erased.destination_name, erased.roaming_country, erased.zone, erased.band, erased.parts) == (None, None, None, None, None, [])
+    assert (erased.event_time, erased.received_at, erased.traffic_erased_at) == (datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC), AS_OF)
+    # What the invoice line needs is untouched.
     assert (erased.invoice_id, erased.amount_micros, erased.quantity, erased.units, erased.chargeable_units, erased.tariff_version,
-            erased.destination_name, erased.zone, erased.usage_type, erased.product_id) == (
-        old_bill, 870_000, 127, 3, 3, "2026-01", "Germany fixed", "eu", "voice", "p-ret")
+            erased.usage_type, erased.product_id, erased.period_start) == (
+        old_bill, 870_000, 127, 3, 3, "2026-01", "voice", "p-ret", datetime(2026, 4, 1, tzinfo=UTC))
     for kept in (recent, unbilled):  # billed less than six months ago; not billed at all (still needed for billing)
         row = _record(db_url, kept)
         assert (row.destination, row.roaming_country, row.traffic_erased_at) == ("4930901820", "AT", None)
@@ -157,6 +161,38 @@ def test_an_open_chargeback_keeps_its_accounts_traffic_data_until_it_is_closed(d
     closed = erase_expired_traffic_data(db_url, AS_OF, billing_account_ids=[account_id], rejected_ids=[])
     assert (closed.usage_records_erased, closed.held_accounts) == (1, [])
     assert _record(db_url, record).destination is None
+
+
+def test_a_complaint_hold_placed_by_staff_keeps_the_data_until_released(db_url) -> None:
+    account_id, customer_id = _account(db_url)
+    record = _usage(db_url, account_id, _invoice(db_url, account_id, customer_id, datetime(2026, 3, 2, tzinfo=UTC), month=2), 2)
+    with session_scope(db_url) as session:
+        set_traffic_data_hold(session, account_id, "Customer disputes the roaming charges of R-2026-000123")
+
+    held = erase_expired_traffic_data(db_url, AS_OF, billing_account_ids=[account_id], rejected_ids=[])
+    assert (held.usage_records_erased, held.held_accounts, _record(db_url, record).destination) == (0, [account_id], "4930901820")
+
+    with session_scope(db_url) as session:
+        set_traffic_data_hold(session, account_id, None)
+    released = erase_expired_traffic_data(db_url, AS_OF, billing_account_ids=[account_id], rejected_ids=[])
+    assert (released.usage_records_erased, released.held_accounts, _record(db_url, record).destination) == (1, [], None)
+
+
+def test_a_run_stopped_after_its_chunks_goes_on_from_its_cursor_and_counts_what_it_did(db_url, monkeypatch) -> None:
+    account_id, customer_id = _account(db_url)
+    bills = [_invoice(db_url, account_id, customer_id, datetime(2026, month + 1, 2, tzinfo=UTC), month=month) for month in (1, 2, 3)]
+    records = [_usage(db_url, account_id, bill, month) for bill, month in zip(bills, (1, 2, 3))]
+    monkeypatch.setattr(retention, "INVOICE_CHUNK", 1)
+
+    first = erase_expired_traffic_data(db_url, AS_OF, billing_account_ids=[account_id], rejected_ids=[], max_chunks=2)
+    assert (first.done, first.usage_records_erased) == (False, 2)
+    assert [_record(db_url, r).traffic_erased_at for r in records] == [AS_OF, AS_OF, None]  # oldest invoices first
+
+    rest = erase_expired_traffic_data(db_url, AS_OF, billing_account_ids=[account_id], rejected_ids=[], run_id=first.run_id)
+    assert (rest.done, rest.run_id, rest.usage_records_erased) == (True, first.run_id, 3)  # the run's total
+    with session_scope(db_url) as session:
+        run = session.get(TrafficRetentionRun, first.run_id)
+        assert (run.usage_records_erased, run.finished_at is not None, run.cursor_invoice_id) == (3, True, bills[-1])
 
 
 # --- rejected records -------------------------------------------------------------------------------------
