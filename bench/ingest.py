@@ -1,7 +1,7 @@
 """CDR file ingest end to end: generated switch files -> mediation.importer.import_file -> PostgreSQL.
 
 Usage: .venv/bin/python bench/ingest.py [--records 1000000] [--subscribers 20000] [--batch-size N]
-       [--slices S] [--pg-admin-url postgresql+psycopg://postgres@127.0.0.1:5432/test] [--keep-files DIR] [--debug]
+       [--slices S] [--now 2026-11-30T12:00:00+00:00] [--pg-admin-url postgresql+psycopg://postgres@127.0.0.1:5432/test] [--keep-files DIR] [--debug]
 
 1. A fresh PostgreSQL database, migrated (persistence.db.migrate), with a subscriber base set up directly:
    `--subscribers` MSISDNs, one product each (85 % mobile-s on tariff de-mobile-2026 with allowances,
@@ -32,10 +32,14 @@ from /proc: steadier than wall time on a shared machine), the Python CPU per lin
 outside BatchMaker.make), make (guiding, grouping, rating, COPY text) and the writer thread, the counts, and the
 load average before and after.
 `--debug` logs where each batch's time goes (mediation.bulk at DEBUG) to stderr.
+`results_md5` digests what the import stored (usage_record and allowance_counter rows, rejected_usage and
+outbox_message by content); with a fixed `--now` (and the same --seed and sizes) the files are the same, so
+two versions of the code must print the same digest: a speed-up that changes a stored value shows here.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -400,6 +404,16 @@ def check_result(db_url: str, counts: dict) -> dict:
         rejected = conn.execute("SELECT count(*) FROM rejected_usage").fetchone()[0]  # type: ignore[index]
         counters = conn.execute("SELECT count(*) FROM allowance_counter").fetchone()[0]  # type: ignore[index]
         outbox = conn.execute("SELECT count(*) FROM outbox_message").fetchone()[0]  # type: ignore[index]
+        # What the import stored, as one digest: runs with the same --now and --seed must agree whatever the
+        # batch sizes or the code's speed (rejected_usage and outbox rows by content, not by serial id). Each
+        # table's rows are hashed one by one and the hashes summed: any row order, and no 1 GB string to build.
+        digests = [row[0] for row in conn.execute(" UNION ALL ".join(
+            f"SELECT sum(('x' || left(md5({value}), 15))::bit(60)::bigint::numeric)::text FROM {table}" for value, table in (
+                ("r::text", "usage_record r"), ("c::text", "allowance_counter c"),
+                ("concat_ws('|', record_id, reason_code, reason, payload::text, received_at)", "rejected_usage"),
+                ("concat_ws('|', key, topic, payload::text, created_at)", "outbox_message"))))]
+        print(f"results digests (usage_record, allowance_counter, rejected_usage, outbox_message): {digests}", file=sys.stderr)
+        digest = hashlib.md5("".join(d or "" for d in digests).encode()).hexdigest()
         # The counters' running cost (allowance_counter.usage_micros) must equal the stored usage, summed.
         drift = conn.execute(
             "SELECT count(*) FROM (SELECT product_id, period_start, sum(amount_micros) AS s FROM usage_record GROUP BY 1, 2) u "
@@ -412,7 +426,7 @@ def check_result(db_url: str, counts: dict) -> dict:
     if parts != lines or stored != counts["accepted"] or rejected != counts["rejected_parse"] + counts["rejected_window"] + counts["rejected_rating"]:
         raise SystemExit(f"the import lost track: {counts}, {stored} stored, {rejected} rejected rows")
     return {"stored": stored, "amount_eur": f"{amount / 1_000_000:.2f}", "in_allowance_records": allowance, "counters": counters,
-            "outbox_messages": outbox}
+            "outbox_messages": outbox, "results_md5": digest}
 
 
 def load() -> float:
@@ -432,6 +446,8 @@ def main() -> None:
     parser.add_argument("--old-index-floor", action="store_true",
                         help="also COPY the rows into a table with usage_record's indexes before migration 0015 (same run)")
     parser.add_argument("--profile", metavar="FILE", help="cProfile BatchMaker.make in the import and dump the stats here (slows it)")
+    parser.add_argument("--now", help="the run's 'now' (ISO, UTC; default the current second): the same --now and --seed give the same "
+                        "files and, imported, the same results_md5")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -441,7 +457,7 @@ def main() -> None:
     from persistence.db import engine_for, migrate
 
     slices = args.slices or max(1, min(40, round(args.records / 500_000)))
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = datetime.fromisoformat(args.now).astimezone(UTC) if args.now else datetime.now(UTC).replace(microsecond=0)
     name, db_url = create_database(args.pg_admin_url, "o2c_bench_ingest")
     folder = Path(args.keep_files) if args.keep_files else Path(tempfile.mkdtemp(prefix="o2c-bench-ingest-"))
     folder.mkdir(parents=True, exist_ok=True)

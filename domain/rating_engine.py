@@ -1,8 +1,8 @@
 """Rating engine: prices a subscriber's usage events with a Tariff, drawing on the cycle's allowances.
 
 Pure (no I/O, no clock, no holiday library) and built for throughput: `CompiledTariff.rate_batch`
-takes plain tuples, works in integer micro-units and builds no objects per event beyond its
-output tuple. `rate_events` and `rerate` are the typed edges around it.
+(and `rate_runs`, many subscribers' batches in one call) takes plain tuples, works in integer
+micro-units and builds no objects per event beyond its output tuple. `rate_events` and `rerate` are the typed edges around it.
 
 Rules (each one a decision a reviewer should be able to find):
 
@@ -556,120 +556,131 @@ class CompiledTariff:
         boundary or the end of an allowance inside the event, fair use, errors) leave the
         fast path for `_voice_split`, `_data_split` and friends.
         """
-        rows = sorted(rows)
-        out: list[RatedRow] = []
-        append = out.append
-        voice_used, sms_used, data_used = used.voice_s, used.sms, used.data_bytes
-        voice_limit, sms_limit, data_limit = limits.voice_s, limits.sms, limits.data_bytes
+        return self.rate_runs(((rows, limits, used, eu_data_cap_bytes),))[0]
+
+    def rate_runs(self, runs: Iterable[tuple[Iterable[EventRow], AllowanceLimits, AllowanceState, int | None]]) -> list[list[RatedRow]]:
+        """rate_batch for many subscribers (or billing periods) at once: each run is (rows, limits,
+        used, eu_data_cap_bytes), rated on its own exactly as rate_batch would, and the result is
+        one list of RatedRows per run. One call for thousands of runs of a few events each saves
+        the per-call set-up that would otherwise cost more than rating the events (bulk import)."""
+        runs = [(sorted(rows), limits, used, cap) for rows, limits, used, cap in runs]
+        results: list[list[RatedRow]] = []
         zone_index, zone_data, zone_ids = self._zone_index, self.zone_data, self.zone_ids
         voice_memo, sms_memo, key_length = self._voice_memo, self._sms_memo, self._key_length
         calendar = self.calendar
-        if rows:
-            calendar.cover(rows[0][0] // _MICROS_PER_SECOND, rows[-1][0] // _MICROS_PER_SECOND)
+        starts = [run[0][0][0] for run in runs if run[0]]
+        if starts:  # one cover for all runs (the band calendar is only a cache of the bands over time)
+            calendar.cover(min(starts) // _MICROS_PER_SECOND, max(run[0][-1][0] for run in runs if run[0]) // _MICROS_PER_SECOND)
         cal_lo, cal_hi, table, bounds, bands = calendar.lo, calendar.hi, calendar.table, calendar.bounds, calendar.bands
         bucket = _BandCalendar.BUCKET_S
         micros_per_second = _MICROS_PER_SECOND
 
-        for row in rows:
-            start_us, record_id, kind, quantity, number, where, disposition = row
-            if where is None:
-                zi = 0
-            else:
-                zi = zone_index.get(where)
-                if zi is None:
-                    zi = self.zone_index(where)
-                if zi < 0:
-                    append(self._unrated(row, f"unknown roaming zone {where!r}"))
-                    continue
-            if kind == VOICE:
-                if disposition != ANSWERED:
-                    append(self._unanswered(row))
-                    continue
-                priced = voice_memo[zi].get(number[:key_length])
-                if priced is None:
-                    priced = self._priced(zi, number, voice_memo, self.zone_voice)
-                    if priced is None:
-                        append(_error(row, f"no destination matches {number!r}"))
+        for rows, limits, used, eu_data_cap_bytes in runs:
+            out: list[RatedRow] = []
+            results.append(out)
+            append = out.append
+            voice_used, sms_used, data_used = used.voice_s, used.sms, used.data_bytes
+            voice_limit, sms_limit, data_limit = limits.voice_s, limits.sms, limits.data_bytes
+            for row in rows:
+                start_us, record_id, kind, quantity, number, where, disposition = row
+                if where is None:
+                    zi = 0
+                else:
+                    zi = zone_index.get(where)
+                    if zi is None:
+                        zi = self.zone_index(where)
+                    if zi < 0:
+                        append(self._unrated(row, f"unknown roaming zone {where!r}"))
                         continue
-                group, dest_name = priced
-                # The band segment in force at the start: bucket table, then a step or two forward.
-                t = start_us // micros_per_second
-                if not cal_lo <= t < cal_hi:
-                    calendar.cover(t, t)
-                    cal_lo, cal_hi, table, bounds, bands = calendar.lo, calendar.hi, calendar.table, calendar.bounds, calendar.bands
-                i = table[(t - cal_lo) // bucket]
-                segment_end = bounds[i + 1]
-                while segment_end <= t:
-                    i += 1
+                if kind == VOICE:
+                    if disposition != ANSWERED:
+                        append(self._unanswered(row))
+                        continue
+                    priced = voice_memo[zi].get(number[:key_length])
+                    if priced is None:
+                        priced = self._priced(zi, number, voice_memo, self.zone_voice)
+                        if priced is None:
+                            append(_error(row, f"no destination matches {number!r}"))
+                            continue
+                    group, dest_name = priced
+                    # The band segment in force at the start: bucket table, then a step or two forward.
+                    t = start_us // micros_per_second
+                    if not cal_lo <= t < cal_hi:
+                        calendar.cover(t, t)
+                        cal_lo, cal_hi, table, bounds, bands = calendar.lo, calendar.hi, calendar.table, calendar.bounds, calendar.bands
+                    i = table[(t - cal_lo) // bucket]
                     segment_end = bounds[i + 1]
-                band_index = bands[i]
-                band = group.bands[band_index]
-                cost = band.costs.get(quantity)
-                if cost is None:
-                    cost = group.cost(band, quantity)
-                billed, amount, bundled_amount = cost
-                from_allowance = 0
-                if group.in_bundle and voice_used < voice_limit:
-                    if billed > voice_limit - voice_used or t + billed > segment_end:
-                        result = self._voice_split(row, group, t, voice_limit - voice_used, band_index, dest_name, zone_ids[zi])
-                        voice_used += result[3]
-                        append(result)
+                    while segment_end <= t:
+                        i += 1
+                        segment_end = bounds[i + 1]
+                    band_index = bands[i]
+                    band = group.bands[band_index]
+                    cost = band.costs.get(quantity)
+                    if cost is None:
+                        cost = group.cost(band, quantity)
+                    billed, amount, bundled_amount = cost
+                    from_allowance = 0
+                    if group.in_bundle and voice_used < voice_limit:
+                        if billed > voice_limit - voice_used or t + billed > segment_end:
+                            result = self._voice_split(row, group, t, voice_limit - voice_used, band_index, dest_name, zone_ids[zi])
+                            voice_used += result[3]
+                            append(result)
+                            cal_lo, cal_hi, table, bounds, bands = calendar.lo, calendar.hi, calendar.table, calendar.bounds, calendar.bands
+                            continue
+                        from_allowance = billed
+                        voice_used += billed
+                        amount = bundled_amount
+                    elif t + billed > segment_end:
+                        append(self._voice_split(row, group, t, 0, band_index, dest_name, zone_ids[zi]))
                         cal_lo, cal_hi, table, bounds, bands = calendar.lo, calendar.hi, calendar.table, calendar.bounds, calendar.bands
                         continue
-                    from_allowance = billed
-                    voice_used += billed
-                    amount = bundled_amount
-                elif t + billed > segment_end:
-                    append(self._voice_split(row, group, t, 0, band_index, dest_name, zone_ids[zi]))
-                    cal_lo, cal_hi, table, bounds, bands = calendar.lo, calendar.hi, calendar.table, calendar.bounds, calendar.bands
-                    continue
-                append((record_id, kind, billed, from_allowance, amount, band_index, dest_name, zone_ids[zi], (), None))
-            elif kind == DATA:
-                price = zone_data[zi]
-                step = price.increment
-                billed = -(-quantity // step) * step
-                from_allowance = 0
-                in_allowance = price.in_bundle and data_used < data_limit
-                if price.surcharge_per_byte is not None or (in_allowance and billed > data_limit - data_used):
-                    result = self._data_split(row, price, billed, data_limit - data_used if in_allowance else 0, used, eu_data_cap_bytes, zone_ids[zi])
-                    data_used += result[3]
-                    append(result)
-                    continue
-                if in_allowance:
-                    from_allowance = billed
-                    data_used += billed
-                    amount = 0
-                else:
+                    append((record_id, kind, billed, from_allowance, amount, band_index, dest_name, zone_ids[zi], (), None))
+                elif kind == DATA:
+                    price = zone_data[zi]
+                    step = price.increment
+                    billed = -(-quantity // step) * step
+                    from_allowance = 0
+                    in_allowance = price.in_bundle and data_used < data_limit
+                    if price.surcharge_per_byte is not None or (in_allowance and billed > data_limit - data_used):
+                        result = self._data_split(row, price, billed, data_limit - data_used if in_allowance else 0, used, eu_data_cap_bytes, zone_ids[zi])
+                        data_used += result[3]
+                        append(result)
+                        continue
+                    if in_allowance:
+                        from_allowance = billed
+                        data_used += billed
+                        amount = 0
+                    else:
+                        money = price.money
+                        amount = (billed * price.per_byte + money.bias) // money.div * money.quantum
+                        if money.cap is not None and amount > money.cap:
+                            amount = money.cap
+                    append((record_id, kind, billed, from_allowance, amount, None, None, zone_ids[zi], (), None))
+                elif kind == SMS:
+                    priced = sms_memo[zi].get(number[:key_length])
+                    if priced is None:
+                        priced = self._priced(zi, number, sms_memo, self.zone_sms)
+                        if priced is None:
+                            append(_error(row, f"no destination matches {number!r}"))
+                            continue
+                    price, dest_name = priced
+                    from_allowance = 0
+                    if price.in_bundle and sms_used < sms_limit:
+                        from_allowance = min(quantity, sms_limit - sms_used)
+                        sms_used += from_allowance
+                    charged = quantity - from_allowance
                     money = price.money
-                    amount = (billed * price.per_byte + money.bias) // money.div * money.quantum
+                    amount = (charged * price.per_message + money.bias) // money.div * money.quantum
                     if money.cap is not None and amount > money.cap:
                         amount = money.cap
-                append((record_id, kind, billed, from_allowance, amount, None, None, zone_ids[zi], (), None))
-            elif kind == SMS:
-                priced = sms_memo[zi].get(number[:key_length])
-                if priced is None:
-                    priced = self._priced(zi, number, sms_memo, self.zone_sms)
-                    if priced is None:
-                        append(_error(row, f"no destination matches {number!r}"))
-                        continue
-                price, dest_name = priced
-                from_allowance = 0
-                if price.in_bundle and sms_used < sms_limit:
-                    from_allowance = min(quantity, sms_limit - sms_used)
-                    sms_used += from_allowance
-                charged = quantity - from_allowance
-                money = price.money
-                amount = (charged * price.per_message + money.bias) // money.div * money.quantum
-                if money.cap is not None and amount > money.cap:
-                    amount = money.cap
-                # Split only when the messages straddle the end of the allowance.
-                parts = ((None, from_allowance, True, False, 0), (None, charged, False, False, amount)) if from_allowance and charged else ()
-                append((record_id, kind, quantity, from_allowance, amount, None, dest_name, zone_ids[zi], parts, None))
-            else:
-                append(_error(row, f"unknown usage kind {kind!r}"))
+                    # Split only when the messages straddle the end of the allowance.
+                    parts = ((None, from_allowance, True, False, 0), (None, charged, False, False, amount)) if from_allowance and charged else ()
+                    append((record_id, kind, quantity, from_allowance, amount, None, dest_name, zone_ids[zi], parts, None))
+                else:
+                    append(_error(row, f"unknown usage kind {kind!r}"))
 
-        used.voice_s, used.sms, used.data_bytes = voice_used, sms_used, data_used
-        return out
+            used.voice_s, used.sms, used.data_bytes = voice_used, sms_used, data_used
+        return results
 
     # -- the slow paths --
 

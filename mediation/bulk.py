@@ -83,17 +83,20 @@ UTC = timezone.utc
 OUT_OF_WINDOW = "out_of_window"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+_SECOND = timedelta(seconds=1)
 _CHUNK = 2_000  # values per IN (...) list: inside every database's bind-parameter limit
 _MAX_COPY_ATTEMPTS = 5
 _NULL = "\\N"  # COPY text format's NULL
 # mediation spells "no answer" NO_ANSWER; the rating engine knows both spellings, ingestion stores the engine's.
 ENGINE_DISPOSITION = {"NO_ANSWER": "NO ANSWER"}
-# The usage_record columns in the order the COPY text gives them: per-record values first, then the
-# group's (the same for every record of a product in a period), which are formatted once per group.
-COPY_COLUMNS = ("id", "usage_type", "event_time", "quantity", "units", "allowance_units", "chargeable_units", "amount_micros",
-                "destination", "destination_name", "roaming_country", "zone", "band", "parts", "disposition",
-                "msisdn", "product_id", "billing_account_id", "status", "catalog_version", "period_start", "invoice_id",
-                "received_at", "tariff_id", "tariff_version")
+# The usage_record columns in the order the COPY text gives them: per-record values first, then those
+# that follow from the rating result alone (formatted once per distinct result, see BatchMaker._copy_text),
+# then the group's (the same for every record of a product in a period), formatted once per group.
+COPY_COLUMNS = ("id", "event_time", "quantity", "destination", "roaming_country",
+                "usage_type", "units", "allowance_units", "chargeable_units", "amount_micros", "destination_name", "zone", "band", "parts",
+                "disposition",
+                "msisdn", "product_id", "billing_account_id", "status", "catalog_version", "period_start", "invoice_id", "received_at",
+                "tariff_id", "tariff_version")
 COPY_SQL = f"COPY usage_record ({', '.join(COPY_COLUMNS)}) FROM STDIN"
 
 
@@ -172,6 +175,7 @@ class Plan:
     eu_data_cap_bytes: int | None
     name_text: dict[str | None, str]
     capped_zones: frozenset[str]  # zones whose data counts towards the roaming data cap (domain.spending)
+    outcome_text: dict[tuple, str] = field(default_factory=dict)  # rating results (without record id) as COPY text, see BatchMaker._copy_text
 
 
 class Snapshot:
@@ -207,7 +211,7 @@ class Snapshot:
             columns = (products.c.id, products.c.msisdn, products.c.billing_account_id, products.c.offering_id, products.c.start_date,
                        products.c.termination_date)
             for row in _where_in(connection, columns, products.c.msisdn, spellings):
-                holder = Holder(row[0], row[2], row[3], row[4], row[5])
+                holder = Holder(row[0], row[2], row[3], _as_utc(row[4]), _as_utc(row[5]))
                 self.holders[row[1].removeprefix("+")].append(holder)
                 found.append(holder)
             wanted = sorted({h.account_id for h in found} - self.accounts.keys())
@@ -215,7 +219,7 @@ class Snapshot:
                        accounts.c.spending_limit_cents)
             limited = []
             for row in _where_in(connection, columns, accounts.c.id, wanted):
-                self.accounts[row[0]] = Account(row[0], row[1], (row[2], row[3], row[1], row[4]))
+                self.accounts[row[0]] = Account(row[0], row[1], (row[2], row[3], row[1], _as_utc(row[4])))
                 if row[5] is not None:
                     limited.append(row[0])
             for start in range(0, len(limited), _CHUNK):
@@ -258,15 +262,28 @@ class Snapshot:
 
 
 def _where_in(connection: Any, columns: tuple, column: Any, values: list[Any]) -> Iterator[Any]:
-    """Rows of `columns` whose `column` is one of `values`: one `= ANY(array)` on PostgreSQL,
-    IN lists of _CHUNK values elsewhere."""
+    """Rows of `columns` whose `column` is one of `values`: one `= ANY(array)` on PostgreSQL (on the
+    driver's cursor, with the values as one array literal: adapting and fetching tens of thousands of
+    rows through SQLAlchemy costs several times as much), IN lists of _CHUNK values elsewhere.
+    Timestamps may come back in another zone than UTC: callers pass them through _as_utc."""
     if not values:
         return
     if connection.dialect.name == "postgresql":
-        yield from connection.execute(select(*columns).where(column == any_(bindparam("values", values, type_=ARRAY(column.type)))))
+        statement = select(*columns).where(column == any_(bindparam("values", type_=ARRAY(column.type))))
+        sql = str(statement.compile(dialect=connection.dialect)).replace("%(values)s", "%s")  # ANY (%s::VARCHAR[])
+        with connection.connection.driver_connection.cursor() as cursor:
+            cursor.execute(sql, (pg_array(values),))
+            yield from cursor.fetchall()
         return
     for start in range(0, len(values), _CHUNK):
         yield from connection.execute(select(*columns).where(column.in_(values[start:start + _CHUNK])))
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    """A timestamp as persistence.types.UtcDateTime reads it: aware, in UTC."""
+    if value is None or value.tzinfo is UTC:
+        return value
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def guide(holders: list[Holder], at: datetime) -> Holder | None:
@@ -282,7 +299,7 @@ def guide(holders: list[Holder], at: datetime) -> Holder | None:
 
 # --- a batch -------------------------------------------------------------------------------------
 
-# A record to rate: (EventRow for the engine, event time, called number as received, position in the batch's events)
+# A record to rate: (EventRow for the engine, event time, called number as received, position in the batch's items)
 Record = tuple[tuple, datetime, "str | None", int]
 # A counter as rating sees it: voice_s, sms, data_bytes, eu_roaming_data_bytes, last_event_time, needs_rerate
 CounterState = tuple[int, int, int, int, "datetime | None", bool]
@@ -365,38 +382,22 @@ class BatchMaker:
         self.number += 1
         context, snapshot, now = self.context, self.snapshot, self.now
         counts = Counts(lines=len(items))
+        # Rejections in the order ingest would write them: the parse and window ones of the batch's
+        # lines first, then those of guiding and rating, each in line order.
+        early: list[dict[str, Any]] = []
         rejections: list[dict[str, Any]] = []
 
-        def reject(record_id: str | None, line_no: int, raw: bytes | str | None, code: str, reason: str, kind: str) -> None:
+        def reject(record_id: str | None, line_no: int, raw: bytes | str | None, code: str, reason: str, kind: str,
+                   into: list[dict[str, Any]] = rejections) -> None:
             text = raw if raw is None or raw.__class__ is str else line_text(raw[3:] if line_no == 1 and raw.startswith(BOM) else raw)  # type: ignore[union-attr,arg-type]
-            rejections.append({"record_id": record_id, "reason_code": code, "reason": reason[:2000],
-                               "payload": context.payload(line_no, text), "received_at": now, "_kind": kind})
+            into.append({"record_id": record_id, "reason_code": code, "reason": reason[:2000],
+                         "payload": context.payload(line_no, text), "received_at": now, "_kind": kind})
 
         window = context.window
         oldest, newest = window.bounds()
         prefix = self.prefix
-        fresh: list[tuple[UsageEvent, bytes | None, str]] = []
-        append_fresh = fresh.append
-        not_charged = 0
-        for item, raw in items:
-            if item.__class__ is RejectedLine:
-                line: RejectedLine = item  # type: ignore[assignment]
-                reject(None, line.line_no, line.raw, line.reason_code, line.reason, "parse")
-                counts.rejected_parse += 1
-                continue
-            if item.disposition != "ANSWERED":  # type: ignore[union-attr]
-                not_charged += 1  # not usage: nothing was consumed, so it is neither stored nor rejected
-                continue
-            start = item.start  # type: ignore[union-attr]
-            if oldest <= start <= newest:
-                append_fresh((item, raw, prefix + item.record_id))  # type: ignore[arg-type]
-            else:
-                reject(prefix + item.record_id, item.line_no, raw, OUT_OF_WINDOW, window.problem(start), "window")  # type: ignore[arg-type]
-                counts.rejected_window += 1
-        counts.not_charged = not_charged
-
         holders_of = snapshot.holders
-        snapshot.load({entry[0].msisdn for entry in fresh if entry[0].msisdn not in holders_of})
+        snapshot.load({item.msisdn for item, _ in items if item.__class__ is UsageEvent and item.msisdn not in holders_of})  # type: ignore[union-attr]
         catalog, stand_ins, previous_ids = snapshot.catalog, self.stand_ins, self.previous_ids
         groups: dict[tuple[str, datetime], Group] = {}
         get_group = groups.get
@@ -404,17 +405,29 @@ class BatchMaker:
         add_first = first_copy.add
         later: list[tuple[UsageEvent, bytes | None, str]] = []
         epoch, microsecond = _EPOCH, _MICROSECOND
-        duplicates = 0
+        duplicates = not_charged = 0
         # In line order, as ingest: a stored id is a duplicate before anything else; the first copy
         # of an id in the batch is rated, later copies are duplicates of it once it is stored; a copy
         # whose first occurrence was rejected before rating is judged on its own.
-        for position, entry in enumerate(fresh):
-            event, raw, record_id = entry
+        for position, (event, raw) in enumerate(items):
+            if event.__class__ is RejectedLine:
+                line: RejectedLine = event  # type: ignore[assignment]
+                reject(None, line.line_no, line.raw, line.reason_code, line.reason, "parse", early)
+                counts.rejected_parse += 1
+                continue
+            if event.disposition != "ANSWERED":  # type: ignore[union-attr]
+                not_charged += 1  # not usage: nothing was consumed, so it is neither stored nor rejected
+                continue
+            start = event.start  # type: ignore[union-attr]
+            record_id = prefix + event.record_id  # type: ignore[union-attr]
+            if not oldest <= start <= newest:
+                reject(record_id, event.line_no, raw, OUT_OF_WINDOW, window.problem(start), "window", early)  # type: ignore[arg-type]
+                counts.rejected_window += 1
+                continue
             if record_id in previous_ids:
                 duplicates += 1
                 continue
-            start = event.start
-            holders = holders_of[event.msisdn]
+            holders = holders_of[event.msisdn]  # type: ignore[union-attr]
             holder = None
             if len(holders) == 1:  # the common case, inlined: one product ever held the number
                 holder = holders[0]
@@ -423,7 +436,7 @@ class BatchMaker:
             elif holders:
                 holder = guide(holders, start)
             if holder is None:
-                msisdn = event.msisdn
+                msisdn = event.msisdn  # type: ignore[union-attr]
                 if holders:
                     reject(record_id, event.line_no, raw, OUTSIDE_SUBSCRIPTION, f"MSISDN {msisdn} had no active product at {start.isoformat()}", "rating")
                 else:
@@ -431,7 +444,7 @@ class BatchMaker:
                 counts.rejected_rating += 1
                 continue
             if record_id in first_copy:
-                later.append(entry)
+                later.append((event, raw, record_id))  # type: ignore[arg-type]
                 continue
             if not holder.in_catalog:
                 reject(record_id, event.line_no, raw, RATING_FAILED,
@@ -457,12 +470,12 @@ class BatchMaker:
                     counts.rejected_rating += 1
                     continue
                 group = groups[key] = Group(key, holder, event.msisdn, plan, holder.account.timezone, [])  # type: ignore[arg-type,union-attr]
-            kind = event.kind
+            kind = event.kind  # type: ignore[union-attr]
             roaming = None
-            if event.roaming_mcc is not None:
+            if event.roaming_mcc is not None:  # type: ignore[union-attr]
                 # An MCC mediation.mcc does not know matches no tariff zone: rejected with that reason, never rated as at home.
-                roaming = country_of_mcc(event.roaming_mcc) or f"MCC {event.roaming_mcc}"
-            destination = event.destination
+                roaming = country_of_mcc(event.roaming_mcc) or f"MCC {event.roaming_mcc}"  # type: ignore[union-attr]
+            destination = event.destination  # type: ignore[union-attr]
             rated_destination = destination
             if destination is None and kind != "data":  # answered voice (sms) needs the called number ...
                 tariff = group.plan.tariff
@@ -479,34 +492,29 @@ class BatchMaker:
             add_first(record_id)
             # Only answered calls get here (mediation's ANSWERED is the engine's too).
             # UsageEvent.quantity inlined (a property call per record): octets for data, one message for sms, else billsec.
-            quantity = event.billsec_s if kind == "voice" else event.bytes_up + event.bytes_down if kind == "data" else 1 if kind == "sms" else event.billsec_s
+            quantity = event.billsec_s if kind == "voice" else event.bytes_up + event.bytes_down if kind == "data" else 1 if kind == "sms" else event.billsec_s  # type: ignore[union-attr]
             group.records.append((((start - epoch) // microsecond, record_id, kind, quantity, rated_destination, roaming, "ANSWERED"),
                                   start, destination, position))
+        counts.not_charged = not_charged
 
         self._load_counters(groups)
         counters, number = self.counters, self.number
-        accepted: set[str] = set()
-        add_accepted = accepted.add
         refused: dict[str, tuple[str, str]] = {}  # record id -> (code, reason) of a record the engine refused
-        rate = self.rate
-        for key, group in groups.items():
-            group.before, group.known, _ = counters[key]
-            rated = rate(group, group.before)
-            counters[key] = (group.after, True, number)
-            if group.stored == len(rated):
-                for result in rated:
-                    add_accepted(result[0])
-                continue
-            tariff = group.plan.tariff
-            for record, result in zip(group.records, rated):
-                if result[9] is None:
-                    add_accepted(result[0])
-                else:
-                    reason = f"tariff {tariff.id} v{tariff.version}: {result[9]}"
-                    refused[result[0]] = (RATING_FAILED, reason)
-                    event, raw, _ = fresh[record[3]]
-                    reject(result[0], event.line_no, raw, RATING_FAILED, reason, "rating")
-                    counts.rejected_rating += 1
+        members = list(groups.values())
+        for group in members:
+            group.before, group.known, _ = counters[group.key]
+        for group, rated in zip(members, self.rate_groups(members)):
+            counters[group.key] = (group.after, True, number)
+            if group.refused:
+                tariff = group.plan.tariff
+                for record, result in zip(group.records, rated):
+                    if result[9] is not None:
+                        reason = f"tariff {tariff.id} v{tariff.version}: {result[9]}"
+                        refused[result[0]] = (RATING_FAILED, reason)
+                        event, raw = items[record[3]]
+                        reject(result[0], event.line_no, raw, RATING_FAILED, reason, "rating")
+                        counts.rejected_rating += 1
+        accepted = first_copy.difference(refused) if refused else first_copy  # every first copy was rated
         for event, raw, record_id in later:
             if record_id in accepted:
                 duplicates += 1
@@ -519,51 +527,71 @@ class BatchMaker:
         self.previous_ids = accepted
         # Every group goes to the writer, also one whose records the engine all refused: its counter
         # is created and its last event time noted, as ingest does.
-        rated = sorted(groups.values(), key=_key_of)
+        rated = sorted(members, key=_key_of)
         limited = snapshot.limited
         accounts = {group.holder.account_id: limited[group.holder.account_id] for group in rated if group.holder.account_id in limited}
         last_line_no = items[-1][0].line_no if items else expected_line_no
         arrays = counter_arrays(rated, self.text_of) if self.copy_rows and rated else None
-        return Batch(number, expected_line_no, last_line_no, final, counts, rated, rejections, accounts, arrays)
+        return Batch(number, expected_line_no, last_line_no, final, counts, rated, early + rejections if early else rejections, accounts, arrays)
 
     def rate(self, group: Group, before: CounterState) -> list[tuple]:
-        """Rate the group's records (in event-time order) from the counter `before`: sets `before`,
-        `after`, `stored`, `refused` and, for PostgreSQL, `text` (else `rated`). Returns the RatedRows."""
-        plan = group.plan
-        records = group.records
-        records.sort()  # by EventRow: (start, record id, ...), unique, so the rest is never compared
-        engine = self.engines.get((id(plan.tariff), group.timezone))
-        if engine is None:
-            engine = self.engines[(id(plan.tariff), group.timezone)] = engine_and_lock(plan.tariff, group.timezone)
-        used = AllowanceState(before[0], before[1], before[2], before[3])
-        with engine[1]:
-            rated = engine[0].rate_batch([record[0] for record in records], plan.limits, used, plan.eu_data_cap_bytes)
+        """Rate the group's records again from the counter `before` (see rate_groups). Returns the RatedRows."""
         group.before = before
-        refused = [result[0] for result in rated if result[9] is not None]
-        group.refused = frozenset(refused) if refused else _NOTHING
-        group.stored = len(rated) - len(refused)
-        capped = plan.capped_zones
-        if refused:
-            group.cost = sum(result[4] for result in rated if result[9] is None)
-        else:
-            group.cost = sum(result[4] for result in rated)
-        group.roaming_cost = (sum(result[4] for result in rated if result[1] == "data" and result[7] in capped and result[9] is None)
-                              if capped else 0)
-        last, needs_rerate = before[4], before[5]
-        if records:
-            # Usage older than usage already rated into the period drew allowance out of time order:
-            # the period is flagged for re-rating (services.usage_rerate), as ingest does.
-            earliest, latest = records[0][1], records[-1][1]
-            if last is not None and earliest < last:
-                needs_rerate = True
-            if last is None or latest > last:
-                last = latest
-        group.after = (used.voice_s, used.sms, used.data_bytes, used.eu_roaming_data_bytes, last, needs_rerate)
-        if self.copy_rows:
-            group.text = self._copy_text(group, rated) if group.stored else ""
-        else:
-            group.rated = rated
-        return rated
+        return self.rate_groups([group])[0]
+
+    def rate_groups(self, groups: list[Group]) -> list[list[tuple]]:
+        """Rate each group's records (in event-time order) from its counter `before`: sets `after`,
+        `stored`, `refused`, `cost`, `roaming_cost` and, for PostgreSQL, `text` (else `rated`).
+        Returns the RatedRows of each group. The groups of one compiled tariff are rated in one
+        call of the engine: a batch has tens of thousands of groups of a few records each."""
+        by_engine: dict[tuple[int, str], list[Group]] = {}
+        for group in groups:
+            engine_key = (id(group.plan.tariff), group.timezone)
+            found = by_engine.get(engine_key)
+            if found is None:
+                by_engine[engine_key] = [group]
+            else:
+                found.append(group)
+        results: dict[int, list[tuple]] = {}
+        for engine_key, members in by_engine.items():
+            engine = self.engines.get(engine_key)
+            if engine is None:
+                first = members[0]
+                engine = self.engines[engine_key] = engine_and_lock(first.plan.tariff, first.timezone)
+            runs = []
+            for group in members:
+                records = group.records
+                records.sort()  # by EventRow: (start, record id, ...), unique, so the rest is never compared
+                plan, before = group.plan, group.before
+                runs.append(([record[0] for record in records], plan.limits, AllowanceState(before[0], before[1], before[2], before[3]),
+                             plan.eu_data_cap_bytes))
+            with engine[1]:
+                rated_runs = engine[0].rate_runs(runs)
+            if self.copy_rows:
+                self._copy_text(members, rated_runs)
+            for group, run, rated in zip(members, runs, rated_runs):
+                if not self.copy_rows:
+                    group.rated = rated
+                    refused = [result[0] for result in rated if result[9] is not None]
+                    group.refused = frozenset(refused) if refused else _NOTHING
+                    group.stored = len(rated) - len(refused)
+                    group.cost = sum(result[4] for result in rated if result[9] is None)
+                    capped = group.plan.capped_zones
+                    group.roaming_cost = (sum(result[4] for result in rated if result[1] == "data" and result[7] in capped and result[9] is None)
+                                          if capped else 0)
+                before, records, used = group.before, group.records, run[2]
+                last, needs_rerate = before[4], before[5]
+                if records:
+                    # Usage older than usage already rated into the period drew allowance out of time order:
+                    # the period is flagged for re-rating (services.usage_rerate), as ingest does.
+                    earliest, latest = records[0][1], records[-1][1]
+                    if last is not None and earliest < last:
+                        needs_rerate = True
+                    if last is None or latest > last:
+                        last = latest
+                group.after = (used.voice_s, used.sms, used.data_bytes, used.eu_roaming_data_bytes, last, needs_rerate)
+                results[id(group)] = rated
+        return [results[id(group)] for group in groups]
 
     def text_of(self, value: Any) -> str:
         """A zone, country or period start as COPY text, memoised (few distinct values)."""
@@ -572,46 +600,83 @@ class BatchMaker:
             found = self._texts[value] = copy_text(value.isoformat() if value.__class__ is datetime else value)
         return found
 
-    def _copy_text(self, group: Group, rated: list[tuple]) -> str:
-        """The group's priced rows in COPY text format, columns as COPY_COLUMNS; the values are
-        those services.rated_record.rated_values gives (tests compare the two)."""
-        plan, holder, tariff = group.plan, group.holder, group.plan.tariff
-        names, texts, text_of = plan.name_text, self._texts, self.text_of
-        if holder.text is None:
-            holder.text = (f"{copy_text(group.msisdn)}\t{copy_text(holder.product_id)}\t{copy_text(holder.account_id)}\trated\t"
-                           f"{copy_text(self.snapshot.catalog.version)}\t")
-        tail = (f"{holder.text}{text_of(group.key[1])}\t{_NULL}\t{self._received_text}\t{text_of(tariff.id)}\t{text_of(tariff.version)}\n")
-        null, bands, units_of = _NULL, BANDS, BILLING_UNIT
-        out: list[str] = []
-        append = out.append
-        for record, result in zip(group.records, rated):
-            record_id, kind, billed, from_allowance, amount, band, destination_name, zone, parts, error = result
-            if error is not None:
-                continue
-            row = record[0]
-            unit = units_of[kind]
-            units = -(-billed // unit)
-            chargeable = -(-(billed - from_allowance) // unit)
-            band_name = null if band is None else bands[band]
-            if parts:
-                parts_text = copy_text(json.dumps([_part(None if b is None else bands[b], u, a, f, m) for b, u, a, f, m in parts]))
-            elif billed or amount:
-                parts_text = (f'[{{"band": {"null" if band is None else _JSON_BAND[band_name]}, "units": {billed}, "fromAllowance": '
-                              f'{"true" if billed and from_allowance == billed else "false"}, "fairUse": false, "amountMicros": {amount}}}]')
-            else:
-                parts_text = "[]"
-            if "\\" in record_id or not record_id.isprintable():
-                record_id = copy_text(record_id)
-            name_text = names.get(destination_name)
-            if name_text is None:
-                name_text = copy_text(destination_name)
-            roaming = texts.get(row[5]) or text_of(row[5])
-            zone_text = texts.get(zone) or text_of(zone)
-            destination = record[2]
-            append(f"{record_id}\t{kind}\t{record[1].isoformat()}\t{row[3]}\t{units}\t{units - chargeable}\t{chargeable}\t{amount}\t"
-                   f"{null if destination is None else destination}\t{name_text}\t{roaming}\t{zone_text}\t{band_name}\t{parts_text}\t"
-                   f"{'ANSWERED' if kind == 'voice' else null}\t{tail}")
-        return "".join(out)
+    def _copy_text(self, groups: list[Group], rated_runs: list[list[tuple]]) -> None:
+        """Each group's priced rows in COPY text format (`text`, columns as COPY_COLUMNS), and what
+        they sum to (`cost`, `roaming_cost`), `stored` and `refused`. The values are those
+        services.rated_record.rated_values gives (tests compare the two)."""
+        texts, text_of, catalog_text, null = self._texts, self.text_of, None, _NULL
+        received, minutes = self._received_text, _MINUTE_TEXTS
+        for group, rated in zip(groups, rated_runs):
+            plan, holder = group.plan, group.holder
+            tariff, names, capped, outcomes = plan.tariff, plan.name_text, plan.capped_zones, plan.outcome_text
+            if holder.text is None:
+                if catalog_text is None:
+                    catalog_text = copy_text(self.snapshot.catalog.version)
+                holder.text = f"{copy_text(group.msisdn)}\t{copy_text(holder.product_id)}\t{copy_text(holder.account_id)}\trated\t{catalog_text}\t"
+            tail = f"{holder.text}{text_of(group.key[1])}\t{null}\t{received}\t{text_of(tariff.id)}\t{text_of(tariff.version)}\n"
+            out: list[str] = []
+            append = out.append
+            refused: list[str] | None = None
+            cost = roaming_cost = 0
+            for record, result in zip(group.records, rated):
+                if result[9] is not None:
+                    if refused is None:
+                        refused = []
+                    refused.append(result[0])
+                    continue
+                record_id, kind, amount, zone = result[0], result[1], result[4], result[7]
+                cost += amount
+                if kind == "data" and zone in capped:
+                    roaming_cost += amount
+                # usage_type .. disposition follow from the result without its record id; many results share them.
+                outcome = result[1:9]
+                middle = outcomes.get(outcome)
+                if middle is None:
+                    if len(outcomes) >= _MAX_OUTCOMES:
+                        outcomes.clear()
+                    middle = outcomes[outcome] = self._outcome_text(outcome, names)
+                row = record[0]
+                if "\\" in record_id or not record_id.isprintable():
+                    record_id = copy_text(record_id)
+                start_us = row[0]
+                if start_us % 1_000_000:
+                    time_text = record[1].isoformat()
+                else:  # whole seconds (what switches write): the minute's text, memoised, and the second's
+                    second = start_us // 1_000_000
+                    minute = second // 60
+                    time_text = minutes.get(minute)  # type: ignore[assignment]
+                    if time_text is None:
+                        time_text = _minute_text(minute)
+                    time_text += _SECOND_TEXT[second - minute * 60]
+                destination, roaming = record[2], row[5]
+                append(f"{record_id}\t{time_text}\t{row[3]}\t{null if destination is None else destination}\t"
+                       f"{null if roaming is None else texts.get(roaming) or text_of(roaming)}\t{middle}{tail}")
+            group.refused = frozenset(refused) if refused else _NOTHING
+            group.stored = len(rated) - (len(refused) if refused else 0)
+            group.cost, group.roaming_cost = cost, roaming_cost
+            group.text = "".join(out)
+
+    @staticmethod
+    def _outcome_text(outcome: tuple, names: dict[str | None, str]) -> str:
+        """The COPY text of usage_type .. disposition (COPY_COLUMNS) for a rating result without its record id."""
+        kind, billed, from_allowance, amount, band, destination_name, zone, parts = outcome
+        null, bands = _NULL, BANDS
+        unit = BILLING_UNIT[kind]
+        units = -(-billed // unit)
+        chargeable = -(-(billed - from_allowance) // unit)
+        band_name = null if band is None else bands[band]
+        if parts:
+            parts_text = copy_text(json.dumps([_part(None if b is None else bands[b], u, a, f, m) for b, u, a, f, m in parts]))
+        elif billed or amount:
+            parts_text = (f'[{{"band": {"null" if band is None else _JSON_BAND[band_name]}, "units": {billed}, "fromAllowance": '
+                          f'{"true" if billed and from_allowance == billed else "false"}, "fairUse": false, "amountMicros": {amount}}}]')
+        else:
+            parts_text = "[]"
+        name_text = names.get(destination_name)
+        if name_text is None:
+            name_text = copy_text(destination_name)
+        return (f"{kind}\t{units}\t{units - chargeable}\t{chargeable}\t{amount}\t{name_text}\t{null if zone is None else copy_text(zone)}\t"
+                f"{band_name}\t{parts_text}\t{'ANSWERED' if kind == 'voice' else null}\t")
 
     def values(self, group: Group) -> list[dict[str, Any]]:
         """The group's priced rows as usage_record values (databases without COPY)."""
@@ -631,6 +696,32 @@ class BatchMaker:
 
 
 _JSON_BAND = {band: json.dumps(band) for band in BANDS}
+_MAX_OUTCOMES = 200_000  # distinct rating results kept as text per plan (a few MB)
+# An event time as COPY text: "2026-11-30 12:34:" (its minute, memoised) + "56+00". PostgreSQL reads it as the
+# same timestamptz as isoformat()'s "2026-11-30T12:34:56+00:00", which costs several times as much per row.
+_SECOND_TEXT = tuple(f"{second:02d}+00" for second in range(60))
+
+
+_MINUTE_TEXTS: dict[int, str] = {}  # minute since the epoch -> _minute_text, for every import of the process (pure)
+
+
+def _minute_text(minute: int) -> str:
+    text = _MINUTE_TEXTS.get(minute)
+    if text is None:
+        if len(_MINUTE_TEXTS) >= 1_000_000:  # ~2 years of minutes; a bound, not a working-set size
+            _MINUTE_TEXTS.clear()
+        text = _MINUTE_TEXTS[minute] = datetime.fromtimestamp(minute * 60, UTC).isoformat(" ")[:17]
+    return text
+
+
+def utc_text(instant: datetime) -> str:
+    """An aware instant as PostgreSQL text: through the minute memo when it is a whole second, else isoformat."""
+    if instant.microsecond:
+        return instant.isoformat()
+    second = (instant - _EPOCH) // _SECOND
+    minute = second // 60
+    return _minute_text(minute) + _SECOND_TEXT[second - minute * 60]
+
 _NOTHING: frozenset[str] = frozenset()
 
 
@@ -753,28 +844,31 @@ _PG_INSERT = (
 
 def counter_arrays(groups: list[Group], text_of: Callable[[Any], str]) -> dict[str, list[str]]:
     """The counter statements' parameters for `groups` (sorted by key), as PostgreSQL array
-    literals: building them as text is much cheaper than letting the driver adapt lists of values."""
-    def join(values: Iterable[str]) -> str:
-        return "{" + ",".join(values) + "}"
-
+    literals: building them as text is much cheaper than letting the driver adapt lists of values
+    (and column by column, with map and zip, cheaper than value by value)."""
     def states(values: list[CounterState]) -> list[str]:  # voice_s, sms, data_bytes, eu bytes, last event time, needs_rerate
-        return [join(str(s[0]) for s in values), join(str(s[1]) for s in values), join(str(s[2]) for s in values),
-                join(str(s[3]) for s in values), join("NULL" if s[4] is None else s[4].isoformat() for s in values),
-                join("t" if s[5] else "f" for s in values)]
+        voice_s, sms, data_bytes, eu, last, rerate = zip(*values)
+        return [_int_array(voice_s), _int_array(sms), _int_array(data_bytes), _int_array(eu),
+                "{" + ",".join(["NULL" if t is None else utc_text(t) for t in last]) + "}",
+                "{" + ",".join(["t" if r else "f" for r in rerate]) + "}"]
 
-    products = join(g.holder.quoted for g in groups)
-    starts = join(text_of(g.key[1]) for g in groups)
+    products = "{" + ",".join([g.holder.quoted for g in groups]) + "}"
+    starts = "{" + ",".join(map(text_of, [g.key[1] for g in groups])) + "}"
     new = [g for g in groups if not g.known]
     after = [g.after for g in groups]
     after_states = states(after)
     return {
-        "new": [join(g.holder.quoted for g in new), join(text_of(g.key[1]) for g in new)] if new else [],
+        "new": ["{" + ",".join([g.holder.quoted for g in new]) + "}", "{" + ",".join(map(text_of, [g.key[1] for g in new])) + "}"] if new else [],
         "lock": [products, starts, *states([g.before for g in groups])],
         # voice_minutes and data_mb, the started minutes and MB, for readers of the old columns
-        "update": [products, starts, join(str(-(-s[0] // 60)) for s in after), join(str(s[1]) for s in after),
-                   join(str(-(-s[2] // 1_000_000)) for s in after), after_states[0], *after_states[2:],
-                   join(str(g.cost) for g in groups), join(str(g.roaming_cost) for g in groups)],
+        "update": [products, starts, _int_array([-(-s[0] // 60) for s in after]), after_states[1],
+                   _int_array([-(-s[2] // 1_000_000) for s in after]), after_states[0], *after_states[2:],
+                   _int_array([g.cost for g in groups]), _int_array([g.roaming_cost for g in groups])],
     }
+
+
+def _int_array(values: Iterable[int]) -> str:
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 class _Postgres:

@@ -305,3 +305,26 @@ def test_rerating_replaces_and_is_idempotent(events, old, new):
     assert first.results == second.results == fresh.results
     assert second.total_delta == 0 and second.changed == []
     assert sum(r.amount for r in before.results) + first.total_delta == sum(r.amount for r in fresh.results)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(cycles(), st.integers(0, 400), st.integers(0, 3_000_000), st.integers(0, 2_000_000)), min_size=1, max_size=4),
+       st.sampled_from(TARIFFS))
+def test_rating_many_runs_in_one_call_gives_what_rating_each_run_alone_gives(runs, t):
+    # The bulk import rates thousands of (product, period) groups in one rate_runs call; each must come
+    # out as if rated alone, from its own counter (allowances part used, the EU cap part reached).
+    limits = AllowanceLimits.from_allowances(PLAN)
+
+    def state(voice_s: int, data_bytes: int, eu: int) -> AllowanceState:
+        return AllowanceState(voice_s=voice_s, data_bytes=data_bytes, eu_roaming_data_bytes=eu)
+
+    alone, alone_states = [], []
+    for events, voice_s, data_bytes, eu in runs:
+        used = state(voice_s, data_bytes, eu)
+        alone.append(CompiledTariff(t, HOLIDAYS).rate_batch([e.as_row() for e in events], limits, used, EU_CAP))
+        alone_states.append(used)
+    together_states = [state(voice_s, data_bytes, eu) for _, voice_s, data_bytes, eu in runs]
+    together = CompiledTariff(t, HOLIDAYS).rate_runs(
+        [([e.as_row() for e in reversed(events)], limits, used, EU_CAP) for (events, *_), used in zip(runs, together_states)])
+    assert together == alone
+    assert together_states == alone_states

@@ -250,6 +250,20 @@ def test_values_that_need_escaping_in_copy_text_are_stored_exactly(db_url, tmp_p
     assert set(usage_of(db_url, sub.msisdn)) == {f"ast-1:{odd}" for odd in odd_ids}
 
 
+def test_event_times_are_stored_exactly_to_the_second_or_to_the_microsecond(db_url, tmp_path):
+    # The COPY text spells whole-second times from a per-minute memo and others with isoformat().
+    sub = subscriber(db_url)
+    starts = [NOW - timedelta(hours=2, minutes=59, seconds=59), (NOW - timedelta(hours=3)).replace(microsecond=250_001),
+              NOW - timedelta(hours=4), (NOW - timedelta(hours=5)).replace(second=0)]
+    lines = [pgw_line(sub.msisdn, 7_000 + n, start, 1_000, 1_000).replace(start.strftime("%Y-%m-%dT%H:%M:%SZ"), start.isoformat())
+             for n, start in enumerate(starts)]
+
+    report = run_import(db_url, write(tmp_path, "pgw.csv", [PGW_HEADER, *lines]), source=f"d{uid()[:8]}")
+
+    assert report.accepted == len(starts)
+    assert sorted(record.event_time for record in usage_of(db_url, sub.msisdn).values()) == sorted(starts)
+
+
 def test_a_pgw_line_rejected_for_an_unknown_number_is_recycled_once_the_product_exists(db_url, tmp_path):
     msisdn = f"49171{random.randrange(10**7, 10**8)}"
     charging_id = random.randrange(2**32)
