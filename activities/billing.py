@@ -21,7 +21,7 @@ from activities.oss_orders import place_order
 from activities.order_records import record_event, require_billing_account, utcnow
 from adapters.notify.email import EmailMessageSpec, NotificationRejected, NotificationUnavailable, SmtpNotifier
 from adapters.oss.port import OssClient
-from adapters.payments.port import GatewayError, GatewayUnavailable, PaymentGateway, PaymentNotFound
+from adapters.payments.port import GatewayConfigError, GatewayError, GatewayUnavailable, PaymentGateway, PaymentNotFound
 from config.settings import Settings
 from config.tariff_loader import cached_tariff_book
 from domain.billing_cycle import BillingPeriod, CycleSpec, zone
@@ -94,13 +94,16 @@ class PaymentLookUp(BlockingWork):
     _checked_words = "Payment"
 
     async def _look_up_payment(self, payment_id: str) -> CheckedPayment:
-        """A gateway that cannot be reached fails the attempt (Temporal retries it); any other gateway error (a payment
-        the gateway does not know, bad credentials) is final for this look, which the workflow records (it looks again later)."""
+        """A gateway that cannot be reached, or that refuses o2c's credentials, fails the attempt and Temporal retries it
+        (an operator fixes a rotated key; a look must not fail for good meanwhile). Any other gateway error (a payment
+        the gateway does not know, a rejected request) is final for this look, which the workflow records (it looks again later)."""
         gateway_id, correlator = await self._in_thread(self._payment_refs, payment_id)
         try:
             outcome = await (self.gateway.retrieve(gateway_id) if gateway_id is not None else self.gateway.find_by_idempotency(correlator))
         except GatewayUnavailable as error:
             raise ApplicationError(f"payment gateway unavailable: {error}", type="GatewayUnavailable") from error
+        except GatewayConfigError as error:
+            raise ApplicationError(f"the payment gateway refuses o2c's configuration: {error}", type="GatewayConfigError") from error
         except PaymentNotFound as error:
             raise ApplicationError(f"the gateway does not know payment {payment_id}: {error}", type="PaymentNotFound", non_retryable=True) from error
         except GatewayError as error:

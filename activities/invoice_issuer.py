@@ -514,9 +514,9 @@ def seal_documents(db_url: str, settings: Settings, invoice_id: str) -> bool:
     this call sealed it. The rendering (most of the cost) runs outside any transaction and lock; only the
     seal takes the chain's lock, for a few milliseconds. Idempotent: a document sealed already (by an
     earlier try, a concurrent one or the nightly bill-run check) is left as it is, and the PDF rendered
-    here is thrown away. The PDF is made from the stored content (only the Factur-X metadata's time
-    differs between two renders); the seal covers the stored PDF's SHA-256 exactly as for documents
-    sealed when numbered."""
+    here is thrown away. The PDF is made from the stored content, and two renders of it are byte-identical
+    (the Factur-X metadata is dated by the invoice); the seal covers the stored PDF's SHA-256 exactly as
+    for documents sealed when numbered."""
     from persistence.db import session_scope  # activities import this module; the engine is only needed here
 
     with session_scope(db_url) as session:

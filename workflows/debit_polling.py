@@ -20,6 +20,8 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from domain.dunning_timeline import DEBIT_POLL_INTERVAL, DEBIT_POLL_LIMIT
 
+# Histories recorded before it gave a debit up on a failed look at the limit too.
+PATCH_NO_GIVE_UP_ON_FAILED_LOOK = "debit-poll-no-give-up-on-failed-look"
 # The statuses of a debit still in flight (a failed look counts as `unknown`): it is looked at again.
 IN_FLIGHT = ("processing", "unknown", "requires_action")
 
@@ -47,9 +49,16 @@ async def look_up_debit(check_payment: Callable[..., Any], payment_id: str, sinc
     what follows from it. A look that fails is told to `on_failure` (with the cause) and counts as `unknown`."""
     try:
         status = (await workflow.execute_activity_method(check_payment, payment_id, **call)).status
+        looked = True
     except ActivityError as error:
         await on_failure(activity_cause(error))
-        status = "unknown"
+        status, looked = "unknown", False
     if status not in IN_FLIGHT:
         return status, Poll.ENDED
-    return status, Poll.GIVEN_UP if now - since >= DEBIT_POLL_LIMIT else Poll.WAIT
+    if now - since < DEBIT_POLL_LIMIT:
+        return status, Poll.WAIT
+    # A debit is given up only on the gateway's own answer: a look that failed at the limit (a key being rotated)
+    # would hand a debit that may still settle to dunning, whose retry could then charge twice.
+    if not looked and workflow.patched(PATCH_NO_GIVE_UP_ON_FAILED_LOOK):
+        return status, Poll.WAIT
+    return status, Poll.GIVEN_UP

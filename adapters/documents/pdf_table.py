@@ -96,6 +96,12 @@ def draw_table(pdf: FPDF, layout: TableLayout, heading: Sequence[str], rows: Seq
             pdf.set_y(y)
         pdf.ln(row_heights[index])
 
+    # As fpdf2's table(): a row taller than a page's body cannot be drawn (its cells would spill over a page per
+    # line, far from their amounts); fail loudly before anything is drawn rather than seal such a document.
+    body = pdf.h - pdf.t_margin - pdf.b_margin
+    for index, height in enumerate(row_heights):
+        if height + (row_heights[0] if index else 0) > body:
+            raise ValueError(f"table row {index} is too high ({height:.1f} mm) for a page ({body:.1f} mm): shorten its text")
     # As fpdf2: never leave the heading alone at the bottom of a page; repeat it on top of every new page.
     if len(all_rows) > 1:
         pdf._perform_page_break_if_need_be(row_heights[0] + row_heights[1])  # noqa: SLF001 - what FPDF.table() calls

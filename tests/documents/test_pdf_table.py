@@ -111,3 +111,11 @@ def test_near_the_bottom_of_the_page_the_heading_goes_over_with_its_first_row(y:
     assert len(PdfReader(BytesIO(actual)).pages) == 2
     assert drawing(actual) == drawing(expected)
     assert placed_text(actual) == placed_text(expected)
+
+
+def test_a_row_taller_than_a_page_is_refused_like_fpdf2_does_not_spilled_over_pages() -> None:
+    tall = line(1, " ".join(["Leistungsbeschreibung"] * 900))
+    with pytest.raises(ValueError, match="too high"):
+        with_fpdf2_table(_LINES_TABLE, HEADING, [tall])
+    with pytest.raises(ValueError, match="too high"):
+        with_draw_table(_LINES_TABLE, HEADING, [tall])

@@ -12,6 +12,7 @@ import pytest
 from sqlmodel import select
 
 import worker
+from adapters.payments.port import PaymentNotFound
 from adapters.payments.sandbox import SandboxGateway
 from adapters.temporal.client import WorkflowGateway
 from domain.payments import ChargeRequest, PaymentOutcome
@@ -158,3 +159,46 @@ async def test_requires_action_asks_the_customer_once_and_dunning_does_not_retry
     assert len(asks) == 1
     assert [(p.attempt, p.status) for p in payments(db_url, account.account_id)] == [(1, "requires_action")]
     assert gateway.charges_created == 1
+
+
+class LooksFailFromDay:
+    """A sandbox whose look-ups fail (the gateway does not answer with the payment) from the `first_failing`-th
+    look on, until `healed` is set: the last looks of a 14-day-old debit fail while it is still in flight."""
+
+    def __init__(self, first_failing: int) -> None:
+        self.gateway = SandboxGateway(sepa_settle_delay_s=10**9)  # stays processing
+        self.looks = 0
+        self.healed = False
+        original = self.gateway.retrieve
+
+        async def retrieve(gateway_payment_id: str):
+            self.looks += 1
+            if self.looks >= first_failing and not self.healed:
+                raise PaymentNotFound(f"look {self.looks} fails")
+            return await original(gateway_payment_id)
+
+        self.gateway.retrieve = retrieve
+
+
+async def test_a_debit_is_given_up_only_on_the_gateways_answer_never_on_a_failed_look(running_worker, make_settings, db_url, oss_http, ts_env,
+                                                                                      use_gateway):
+    """At the 14-day limit a failed look keeps the debit (it may still settle; dunning's retry would charge twice);
+    the first look the gateway answers with `processing` afterwards gives it up."""
+    flaky = LooksFailFromDay(first_failing=13)
+    use_gateway(flaky.gateway)
+    start = await pin_clock(ts_env, 12, 1)
+    settings = make_settings()
+    account = await open_account(db_url, oss_http, ["mobile-s"], activated_at=start, bill_cycle_day=15, payment_method=SEPA_SETTLES)
+    async with running_worker(settings) as client:
+        await start_billing(client, settings.task_queue, account)
+        invoice = await first_invoice(ts_env, db_url, account, start.year)
+        await eventually(lambda: [p for p in payments(db_url, account.account_id) if p.status == "processing"])
+        await advance_to(ts_env, invoice.issued_at + timedelta(days=16, hours=2))
+        kinds = [e.kind for e in events(db_url, account.account_id)]
+        assert "payment.processing_overdue" not in kinds
+        assert kinds.count("payment.check_failed") >= 3  # the looks of days 14, 15 and 16 failed, the debit is kept
+
+        flaky.healed = True
+        await advance_to(ts_env, invoice.issued_at + timedelta(days=17, hours=2))
+        await eventually(lambda: "payment.processing_overdue" in [e.kind for e in events(db_url, account.account_id)])
+    assert flaky.gateway.charges_created == 1
