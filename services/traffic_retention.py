@@ -76,7 +76,7 @@ def _last_finished(session: Session) -> TrafficRetentionRun | None:
 def _due_invoices(run: TrafficRetentionRun, previous: TrafficRetentionRun | None):
     """Issued invoices whose usage is due: issued after the last finished run's cutoff (all of them on the first
     run), plus every earlier one of the accounts that run had to keep."""
-    statement = select(Invoice.id, Invoice.issued_at).where(col(Invoice.number).is_not(None), col(Invoice.issued_at) <= run.billed_before)
+    statement = select(Invoice.id, Invoice.issued_at, Invoice.billing_account_id).where(col(Invoice.number).is_not(None), col(Invoice.issued_at) <= run.billed_before)
     scope = run.scope or {}
     if scope.get("billingAccountIds") is not None:
         statement = statement.where(col(Invoice.billing_account_id).in_(scope["billingAccountIds"]))
@@ -106,14 +106,9 @@ def _erase_usage_chunk(db_url: str, run_id: str, previous: TrafficRetentionRun |
             erase = erase.where(col(UsageRecord.billing_account_id).not_in(sorted(held)))
         run.usage_records_erased += session.execute(erase).rowcount
         run.cursor_issued_at, run.cursor_invoice_id = invoices[-1].issued_at, invoices[-1].id
-        held_on_invoices = held & _accounts_of(session, [i.id for i in invoices])
-        run.held_accounts = sorted(set(run.held_accounts) | held_on_invoices)
+        run.held_accounts = sorted(set(run.held_accounts) | (held & {i.billing_account_id for i in invoices}))
         session.add(run)
         return True
-
-
-def _accounts_of(session: Session, invoice_ids: list[str]) -> set[str]:
-    return set(session.execute(select(Invoice.billing_account_id).where(col(Invoice.id).in_(invoice_ids))).scalars())
 
 
 def _due_lines(run: TrafficRetentionRun):
